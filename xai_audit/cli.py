@@ -1,0 +1,108 @@
+"""Command-line interface: ``xai-audit demo | run CONFIG | report RESULT_DIR | version``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._version import __version__
+
+
+def _cmd_version(_args: argparse.Namespace) -> int:
+    print(f"xai_audit {__version__}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    out = run_demo(
+        data_dir=Path(args.data_dir),
+        report_path=Path(args.output),
+        n_samples=args.n_samples,
+        seed=args.seed,
+        control=args.control,
+        n_boot=args.n_boot,
+    )
+    print(f"Report written to {out}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .audit.config import run_config
+
+    out = run_config(Path(args.config), output_dir=args.output_dir, fresh=args.fresh)
+    print(f"Audit result in {out.result_dir}")
+    print(f"Report written to {out.report_path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .audit.result import AuditResult
+
+    result = AuditResult.load(Path(args.result_dir))
+    path = result.report(args.output or Path(args.result_dir) / "report.html")
+    print(f"Report written to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and documentation)."""
+    parser = argparse.ArgumentParser(
+        prog="xai-audit",
+        description=(
+            "Explainability and bias audits for medical imaging models: attributions, "
+            "explanation trust checks, subgroup performance, HTML reports."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"xai_audit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=_cmd_version)
+
+    p = sub.add_parser(
+        "demo",
+        help="audit the bundled demo model on the synthetic ground-truth data",
+        description="Generate the seeded demo data (if needed), audit the bundled demo model "
+        "and write a self-contained HTML report.",
+    )
+    p.add_argument("--data-dir", default="datasets/demo", help="where the demo data lives")
+    p.add_argument("--output", default="reports/demo_audit.html", help="report path")
+    p.add_argument("--n-samples", type=int, default=None, help="images to generate")
+    p.add_argument("--seed", type=int, default=None, help="data seed (default: the card's)")
+    p.add_argument("--control", action="store_true", help="use the control data (no effects)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("run", help="run an audit described by a YAML or TOML config")
+    p.add_argument("config", help="path to the config file")
+    p.add_argument("--output-dir", default=None, help="override the config's output folder")
+    p.add_argument("--fresh", action="store_true", help="ignore finished batches, start afresh")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="(re)build the HTML report of a saved audit result")
+    p.add_argument("result_dir", help="folder written by `xai-audit run` or AuditResult.save")
+    p.add_argument("--output", default=None, help="report path (default RESULT_DIR/report.html)")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``xai-audit`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("Interrupted; finished batches are kept and a rerun resumes.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Model wrapping: :class:`ModelAdapter`, target-layer discovery and the demo model."""
+
+from .adapter import ModelAdapter, NonFiniteError
+from .batching import iter_image_batches
+from .demo import DemoCNN, demo_model_card, load_demo_model, load_demo_network
+from .layers import TargetLayerError, find_target_layer, resolve_layer, vit_reshape_transform
+from .state import eval_mode, preserved_state
+
+__all__ = [
+    "DemoCNN",
+    "ModelAdapter",
+    "NonFiniteError",
+    "TargetLayerError",
+    "demo_model_card",
+    "eval_mode",
+    "find_target_layer",
+    "iter_image_batches",
+    "load_demo_model",
+    "load_demo_network",
+    "preserved_state",
+    "resolve_layer",
+    "vit_reshape_transform",
+]
