@@ -1,0 +1,165 @@
+"""Every knob of the synthetic chest-radiograph generator, with the default effect sizes.
+
+The defaults are the values recorded in ``datasets/README.md`` (the data card); change them
+there too when they change here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+#: Bumped whenever the same arguments would produce different pixels or metadata.
+GENERATOR_VERSION = "1.0.0"
+GENERATOR_NAME = "xai_audit.synthetic_cxr"
+
+
+@dataclass(frozen=True)
+class SiteAcquisition:
+    """Acquisition parameters of one site (scanner/protocol).
+
+    Parameters
+    ----------
+    contrast_gain : float
+        Intensities are stretched around ``SyntheticConfig.gain_pivot`` by this factor.
+    noise_sd : float
+        Standard deviation of additive Gaussian noise (intensity units, image in [0, 1]).
+    blur_sigma : float
+        Gaussian blur sigma in pixels at 128 px (scaled with the image size); 0 = sharp.
+    """
+
+    contrast_gain: float
+    noise_sd: float
+    blur_sigma: float
+
+
+def _default_sites() -> dict[str, SiteAcquisition]:
+    # Deliberately mild differences: site must not cause a performance gap on its own, or the
+    # control set would show a disparity that nobody injected.
+    return {
+        "A": SiteAcquisition(contrast_gain=1.00, noise_sd=0.020, blur_sigma=0.0),
+        "B": SiteAcquisition(contrast_gain=0.90, noise_sd=0.030, blur_sigma=0.8),
+        "C": SiteAcquisition(contrast_gain=1.10, noise_sd=0.025, blur_sigma=0.5),
+    }
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Configuration of :func:`~xai_audit.datasets.make_synthetic_cxr`.
+
+    Sizes in pixels are given for a 128 px image and scaled linearly with ``image_size``.
+
+    Parameters
+    ----------
+    prevalence : float
+        Probability that a patient has a lesion (all of a patient's images share it).
+    sex_probs, age_group_probs, site_probs : dict
+        Category -> probability; drawn per patient, independently of each other and of the label.
+    images_per_patient_probs : dict
+        Number of images of one patient -> probability.
+    lesion_contrast_range : tuple of float
+        Peak lesion intensity added (before site gain), drawn uniformly per patient.
+    faint_age_group : str
+        The age group whose lesions are fainter (the injected disparity).
+    faint_factor : float
+        Lesion contrast multiplier in ``faint_age_group`` (1 = no effect; forced to 1 in control).
+    lesion_radius_range : tuple of float
+        Lesion radius in px at 128 px, drawn uniformly per patient.
+    min_lesion_radius : float
+        Lower bound on the radius in px after scaling (keeps lesions visible in small volumes).
+    marker_site : str
+        The site whose images may carry a corner marker (the injected shortcut).
+    p_marker_positive, p_marker_negative : float
+        P(marker | positive, marker_site) and P(marker | negative, marker_site).
+    p_marker_other_sites : float
+        P(marker) at every other site; 0 keeps the shortcut confined to one site.
+    marker_size, marker_offset : float
+        Side of the marker square and its distance from the image border, px at 128 px.
+    marker_corner : str
+        ``"top-left"``, ``"top-right"``, ``"bottom-left"`` or ``"bottom-right"``.
+    marker_intensity : float
+        Intensity of the marker token before site gain.
+    sites : dict of str to SiteAcquisition
+        Acquisition parameters per site.
+    gain_pivot : float
+        Intensity that site contrast gain leaves unchanged.
+    background_level, tissue_level, lung_drop : float
+        Outside-body intensity, soft-tissue intensity, and how much darker the lungs are.
+    rib_amplitude, mediastinum_amplitude, lowfreq_amplitude : float
+        Sizes of the anatomical texture terms.
+    """
+
+    prevalence: float = 0.40
+    sex_probs: dict[str, float] = field(default_factory=lambda: {"F": 0.5, "M": 0.5})
+    age_group_probs: dict[str, float] = field(
+        default_factory=lambda: {"18-39": 0.30, "40-64": 0.40, "65+": 0.30}
+    )
+    site_probs: dict[str, float] = field(default_factory=lambda: {"A": 0.40, "B": 0.35, "C": 0.25})
+    images_per_patient_probs: dict[int, float] = field(
+        default_factory=lambda: {1: 0.60, 2: 0.20, 3: 0.12, 4: 0.08}
+    )
+    lesion_contrast_range: tuple[float, float] = (0.18, 0.30)
+    faint_age_group: str = "65+"
+    faint_factor: float = 0.30
+    lesion_radius_range: tuple[float, float] = (4.0, 7.5)
+    min_lesion_radius: float = 1.5
+    marker_site: str = "C"
+    p_marker_positive: float = 0.90
+    p_marker_negative: float = 0.05
+    p_marker_other_sites: float = 0.0
+    marker_size: float = 10.0
+    marker_offset: float = 4.0
+    marker_corner: str = "top-left"
+    marker_intensity: float = 0.92
+    sites: dict[str, SiteAcquisition] = field(default_factory=_default_sites)
+    gain_pivot: float = 0.40
+    background_level: float = 0.04
+    tissue_level: float = 0.62
+    lung_drop: float = 0.32
+    rib_amplitude: float = 0.05
+    mediastinum_amplitude: float = 0.06
+    lowfreq_amplitude: float = 0.015
+
+    def __post_init__(self) -> None:
+        for name in ("sex_probs", "age_group_probs", "site_probs", "images_per_patient_probs"):
+            probs = getattr(self, name)
+            if not probs or abs(sum(probs.values()) - 1.0) > 1e-6:
+                raise ValueError(f"{name} must be non-empty and sum to 1, got {probs}")
+        if set(self.sites) != set(self.site_probs):
+            raise ValueError("sites and site_probs must name the same sites")
+        if self.faint_age_group not in self.age_group_probs:
+            raise ValueError(f"faint_age_group {self.faint_age_group!r} is not an age group")
+        if self.marker_site not in self.site_probs:
+            raise ValueError(f"marker_site {self.marker_site!r} is not a site")
+        if self.marker_corner not in ("top-left", "top-right", "bottom-left", "bottom-right"):
+            raise ValueError(f"unknown marker_corner {self.marker_corner!r}")
+        for name in (
+            "prevalence",
+            "p_marker_positive",
+            "p_marker_negative",
+            "p_marker_other_sites",
+        ):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1]")
+        if min(self.images_per_patient_probs) < 1:
+            raise ValueError("images_per_patient_probs keys must be >= 1")
+
+    def as_control(self) -> SyntheticConfig:
+        """Return the same configuration with every injected effect switched off."""
+        return replace(
+            self,
+            faint_factor=1.0,
+            p_marker_positive=0.0,
+            p_marker_negative=0.0,
+            p_marker_other_sites=0.0,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (dict keys become strings)."""
+        out = asdict(self)
+        out["images_per_patient_probs"] = {
+            str(k): v for k, v in self.images_per_patient_probs.items()
+        }
+        out["lesion_contrast_range"] = list(self.lesion_contrast_range)
+        out["lesion_radius_range"] = list(self.lesion_radius_range)
+        return out

@@ -1,0 +1,165 @@
+"""Turn drawn cases into pixels: anatomy, lesions and masks, corner marker, site acquisition."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+from scipy.special import expit
+
+from xai_audit.datasets.anatomy import render_anatomy
+from xai_audit.datasets.config import SyntheticConfig
+from xai_audit.datasets.sampling import CaseDraws
+
+#: Voxels rendered per batch: bounds peak memory (a few float32 arrays of this size).
+_CHUNK_VOXELS = 1 << 22
+
+
+def marker_geometry(cfg: SyntheticConfig, shape: tuple[int, int, int]) -> dict[str, int]:
+    """Pixel box of the corner marker for an image of ``shape`` = ``(D, H, W)``.
+
+    Returns
+    -------
+    dict
+        ``size``, ``y0``, ``x0`` (and ``z0``, ``depth``: 0 and 1 for 2D images).
+    """
+    d, h, w = shape
+    size = max(3, int(round(cfg.marker_size * h / 128.0)))
+    off = max(1, int(round(cfg.marker_offset * h / 128.0)))
+    y0 = off if cfg.marker_corner.startswith("top") else h - off - size
+    x0 = off if cfg.marker_corner.endswith("left") else w - off - size
+    if d > 1:
+        depth = min(size, d)
+        z0 = min(off, d - depth)
+    else:
+        depth, z0 = 1, 0
+    return {"size": size, "y0": y0, "x0": x0, "z0": z0, "depth": depth}
+
+
+def marker_pattern(size: int) -> np.ndarray:
+    """Letter-like token ("L", like a lead side marker), boolean ``(size, size)``."""
+    stroke = max(1, int(round(size * 0.35)))
+    pat = np.zeros((size, size), dtype=bool)
+    pat[:, :stroke] = True
+    pat[size - stroke :, :] = True
+    return pat
+
+
+def marker_region(cfg: SyntheticConfig, shape: tuple[int, int, int]) -> np.ndarray:
+    """Boolean ``(D, H, W)`` map of the marker's bright pixels (where it is drawn)."""
+    geo = marker_geometry(cfg, shape)
+    region = np.zeros(shape, dtype=bool)
+    s = geo["size"]
+    region[
+        geo["z0"] : geo["z0"] + geo["depth"], geo["y0"] : geo["y0"] + s, geo["x0"] : geo["x0"] + s
+    ] = marker_pattern(s)
+    return region
+
+
+def _lesions(
+    image: np.ndarray, masks: np.ndarray, draws: CaseDraws, index: np.ndarray, volume: bool
+) -> None:
+    """Add lesions of the positive images in ``index`` to ``image`` and fill ``masks`` in place."""
+    meta = draws.metadata
+    pos = np.flatnonzero(meta["label"].to_numpy()[index] == 1)
+    if pos.size == 0:
+        return
+    rows = index[pos]
+
+    def col(values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float32).reshape(-1, 1, 1, 1)
+
+    _, d, h, w = image.shape
+    zz = np.arange(d, dtype=np.float32).reshape(1, d, 1, 1)
+    yy = np.arange(h, dtype=np.float32).reshape(1, 1, h, 1)
+    xx = np.arange(w, dtype=np.float32).reshape(1, 1, 1, w)
+    r = col(meta["lesion_radius"].to_numpy()[rows])
+    dist2 = (yy - col(meta["lesion_y"].to_numpy()[rows])) ** 2 + (
+        xx - col(meta["lesion_x"].to_numpy()[rows])
+    ) ** 2
+    if volume:
+        dist2 = dist2 + (zz - col(draws.lesion_z[rows])) ** 2
+        # A solid nodule in a volume: uniform density with a soft (half-pixel) edge.
+        profile = expit((r - np.sqrt(dist2)) / np.float32(0.5))
+    else:
+        # A sphere seen in projection: thickness, hence brightness, is sqrt(r^2 - d^2).
+        profile = np.sqrt(np.clip(1.0 - dist2 / r**2, 0.0, None))
+    amp = col(meta["lesion_contrast"].to_numpy()[rows])
+    image[pos] += (amp * profile).astype(np.float32, copy=False)
+    masks[pos] = (dist2 <= r**2).astype(np.uint8)
+
+
+def _markers(image: np.ndarray, draws: CaseDraws, index: np.ndarray, cfg: SyntheticConfig) -> None:
+    has = np.flatnonzero(draws.metadata["marker"].to_numpy()[index] == 1)
+    if has.size == 0:
+        return
+    region = marker_region(cfg, image.shape[1:])
+    # Marker pixels are set (not added): a lead letter blocks the beam whatever lies behind it.
+    sub = image[has]
+    sub[:, region] = np.float32(cfg.marker_intensity)
+    image[has] = sub
+
+
+def _acquire(
+    image: np.ndarray,
+    sites: np.ndarray,
+    cfg: SyntheticConfig,
+    rng: np.random.Generator,
+    volume: bool,
+) -> np.ndarray:
+    """Apply per-site contrast gain, blur and noise, then clip to [0, 1]."""
+    h = image.shape[2]
+    gain = np.array([cfg.sites[s].contrast_gain for s in sites], dtype=np.float32)
+    noise_sd = np.array([cfg.sites[s].noise_sd for s in sites], dtype=np.float32)
+    pivot = np.float32(cfg.gain_pivot)
+    image = pivot + gain.reshape(-1, 1, 1, 1) * (image - pivot)
+    for name in sorted(cfg.sites):
+        sigma = cfg.sites[name].blur_sigma * h / 128.0
+        idx = np.flatnonzero(sites == name)
+        if sigma <= 0 or idx.size == 0:
+            continue
+        sig = (0.0, sigma if volume else 0.0, sigma, sigma)
+        image[idx] = gaussian_filter(image[idx], sigma=sig, mode="nearest")
+    noise = rng.standard_normal(image.shape, dtype=np.float32)
+    image += noise_sd.reshape(-1, 1, 1, 1) * noise
+    return np.clip(image, 0.0, 1.0, out=image)
+
+
+def render_images(
+    draws: CaseDraws,
+    cfg: SyntheticConfig,
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render all images and lesion masks, in batches.
+
+    Parameters
+    ----------
+    draws : CaseDraws
+        Output of :func:`~xai_audit.datasets.sampling.sample_cases`.
+    cfg : SyntheticConfig
+        Generator configuration.
+    shape : tuple of int
+        ``(D, H, W)``, ``D`` = 1 for 2D images.
+    rng : numpy.random.Generator
+        Source of the pixel noise (drawn batch after batch, in case order).
+
+    Returns
+    -------
+    images : numpy.ndarray
+        float32 ``(N, D, H, W)`` in [0, 1].
+    masks : numpy.ndarray
+        uint8 ``(N, D, H, W)`` in {0, 1}.
+    """
+    n = len(draws.metadata)
+    volume = shape[0] > 1
+    images = np.empty((n, *shape), dtype=np.float32)
+    masks = np.zeros((n, *shape), dtype=np.uint8)
+    sites = draws.metadata["site"].to_numpy()
+    step = max(1, _CHUNK_VOXELS // int(np.prod(shape)))
+    for start in range(0, n, step):
+        index = np.arange(start, min(n, start + step))
+        image, _ = render_anatomy(draws.geometry, index, shape, cfg)
+        _lesions(image, masks[index[0] : index[-1] + 1], draws, index, volume)
+        _markers(image, draws, index, cfg)
+        images[index[0] : index[-1] + 1] = _acquire(image, sites[index], cfg, rng, volume)
+    return images, masks
