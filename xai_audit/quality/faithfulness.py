@@ -1,0 +1,453 @@
+"""Faithfulness: deletion and insertion curves against a random-attribution reference.
+
+Pixels are ranked once per image by the attribution (most relevant first, MoRF, or least
+relevant first, LeRF). At ``n_steps + 1`` evenly spaced fractions of pixels, the image is
+perturbed (deletion: the ranked pixels are replaced by a baseline; insertion: the baseline
+gets the ranked pixels back) and the model's probability for the target class is recorded.
+A faithful map makes the deletion curve drop early and the insertion curve rise early, far
+more than a random ranking of the same pixels does; the report number is that advantage.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from xai_audit.model.state import eval_mode
+
+from ._validate import as_adapter, as_image_tensor, as_maps, resolve_targets
+from .stats import bootstrap_ci
+
+MODES = ("deletion", "insertion")
+ORDERS = ("morf", "lerf")
+#: +1 where a higher area under the method's curve is better than random, -1 where lower is.
+HIGHER_IS_BETTER = {
+    ("deletion", "morf"): -1,
+    ("deletion", "lerf"): 1,
+    ("insertion", "morf"): 1,
+    ("insertion", "lerf"): -1,
+}
+#: Images processed together (bounds the memory of the rank arrays on the device).
+_IMAGE_CHUNK = 128
+
+
+def make_baseline(
+    images: torch.Tensor, replacement: Any, blur_sigma: float | None = None
+) -> torch.Tensor:
+    """The image that removed pixels are replaced with.
+
+    Parameters
+    ----------
+    images : tensor ``N x C x ...``
+    replacement : {"blur", "mean", "zeros"}, float or array
+        ``"blur"``: a Gaussian blur of the image (removes local evidence while keeping the
+        intensity distribution, so the perturbed images stay close to the training data);
+        ``"mean"``: each image's per-channel mean; ``"zeros"``: 0; a number: that constant;
+        an array or tensor of the images' shape: used as is.
+    blur_sigma : float, optional
+        Blur sigma in pixels; default ``max(1, min(H, W) / 25)`` (about 5 px at 128 px).
+    """
+    if isinstance(replacement, str):
+        if replacement == "zeros":
+            return torch.zeros_like(images)
+        if replacement == "mean":
+            dims = tuple(range(2, images.ndim))
+            return images.mean(dim=dims, keepdim=True).expand_as(images).clone()
+        if replacement == "blur":
+            spatial = images.shape[2:]
+            sigma = blur_sigma if blur_sigma is not None else max(1.0, min(spatial[-2:]) / 25.0)
+            sig = (0.0, 0.0) + (float(sigma),) * len(spatial)
+            out = ndimage.gaussian_filter(images.numpy(), sigma=sig, mode="nearest")
+            return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+        raise ValueError(
+            f"replacement must be 'blur', 'mean', 'zeros', a number or an array; got {replacement!r}."
+        )
+    if isinstance(replacement, (int, float, np.floating, np.integer)):
+        return torch.full_like(images, float(replacement))
+    base = (
+        as_image_tensor(replacement) if not isinstance(replacement, torch.Tensor) else replacement
+    )
+    base = base.detach().to("cpu", dtype=torch.float32)
+    if tuple(base.shape) != tuple(images.shape):
+        raise ValueError(
+            f"A replacement array must have the images' shape {tuple(images.shape)}; got "
+            f"{tuple(base.shape)}."
+        )
+    return base
+
+
+def relevance_ranks(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rank of every pixel per image, 0 = most relevant (ties broken at random, seeded).
+
+    Breaking ties at random matters for sparse or flat maps: a stable sort would otherwise
+    delete tied pixels in raster order, i.e. from the top of the image first.
+    """
+    flat = maps.reshape(len(maps), -1)
+    tiebreak = rng.random(flat.shape)
+    order = np.lexsort((tiebreak, -flat), axis=-1)
+    ranks = np.empty_like(order, dtype=np.int32)
+    np.put_along_axis(ranks, order, np.arange(flat.shape[1], dtype=np.int32)[None], axis=-1)
+    return ranks
+
+
+class _Scorer:
+    """Target-class probabilities for batches, in eval mode and without autograd."""
+
+    def __init__(self, adapter: Any, batch_size: int) -> None:
+        self.adapter = adapter
+        self.batch_size = batch_size
+        self.n_images = 0  # forward-passed images, for cost accounting
+
+    def __call__(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        a = self.adapter
+        logits = a.forward(a.prepare(x))
+        proba = a.apply_activation(logits)
+        self.n_images += x.shape[0]
+        return proba.gather(1, targets.to(proba.device)[:, None])[:, 0].float()
+
+    def many(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [
+                self(x[s : s + self.batch_size], targets[s : s + self.batch_size])
+                for s in range(0, x.shape[0], self.batch_size)
+            ]
+        )
+
+
+def _inner_curves(
+    scorer: _Scorer,
+    x: torch.Tensor,
+    base: torch.Tensor,
+    ranks: torch.Tensor,
+    insertion: torch.Tensor,
+    counts: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """Scores at the inner steps for every (variant, image): ``V x n x K``.
+
+    ``ranks`` is ``V x n x P`` (one ranking per curve variant), ``insertion`` a ``V`` bool
+    vector, ``counts`` the ``K`` numbers of ranked pixels at the inner steps. All perturbed
+    copies are streamed as one flat sequence (variant, image, step), so every forward batch
+    is full and no Python loop touches pixels.
+    """
+    v, n, p = ranks.shape
+    k = counts.numel()
+    c = x.shape[1]
+    xf = x.reshape(n, c, p)
+    bf = base.reshape(n, c, p)
+    total = v * n * k
+    out = torch.empty(total, device=x.device)
+    for start in range(0, total, scorer.batch_size):
+        idx = torch.arange(start, min(start + scorer.batch_size, total), device=x.device)
+        vi, rest = idx // (n * k), idx % (n * k)
+        ii, ki = rest // k, rest % k
+        # replaced = first counts[k] ranked pixels (deletion) or all the others (insertion).
+        replaced = (ranks[vi, ii] < counts[ki][:, None]) ^ insertion[vi][:, None]
+        pert = torch.where(replaced[:, None, :], bf[ii], xf[ii])
+        out[idx] = scorer(pert.reshape((len(idx),) + tuple(x.shape[1:])), targets[ii])
+    return out.reshape(v, n, k)
+
+
+@dataclass
+class FaithfulnessResult:
+    """Deletion/insertion curves and areas, for the method and the random reference.
+
+    Attributes
+    ----------
+    fractions : ndarray ``(n_steps + 1,)``
+        Fraction of pixels deleted or inserted at each step.
+    arrays : dict
+        ``(mode, order, reference) -> N x (n_steps + 1)`` scores, reference in
+        ``{"method", "random"}`` (the random curve averages ``n_random`` draws).
+    per_image : DataFrame
+        One row per image, mode and order: ``method_auc``, ``random_auc`` and ``advantage``
+        (positive = better than random: ``random - method`` for deletion MoRF and insertion
+        LeRF, ``method - random`` for insertion MoRF and deletion LeRF).
+    summary : DataFrame
+        Per mode and order: mean AUCs and the mean advantage with a bootstrap CI over images.
+    targets : ndarray ``(N,)``
+        Class whose probability was tracked.
+    params : dict
+        Settings, the number of forward-passed images and the run time.
+    """
+
+    fractions: np.ndarray
+    arrays: dict[tuple[str, str, str], np.ndarray]
+    per_image: pd.DataFrame
+    summary: pd.DataFrame
+    targets: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def curves(self) -> pd.DataFrame:
+        """Tidy curves: image, mode, order, reference, step, fraction, score."""
+        frames = []
+        for (mode, order, ref), arr in self.arrays.items():
+            n, s = arr.shape
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "image": np.repeat(np.arange(n), s),
+                        "mode": mode,
+                        "order": order,
+                        "reference": ref,
+                        "step": np.tile(np.arange(s), n),
+                        "fraction": np.tile(self.fractions, n),
+                        "score": arr.ravel(),
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True)
+
+    def wide(self) -> pd.DataFrame:
+        """One row per image; columns like ``deletion_morf_advantage`` (for :func:`by_subgroup`)."""
+        df = self.per_image.copy()
+        df["key"] = df["mode"] + "_" + df["order"]
+        wide = df.pivot(
+            index="image", columns="key", values=["method_auc", "random_auc", "advantage"]
+        )
+        wide.columns = [f"{key}_{value}" for value, key in wide.columns]
+        return wide.sort_index().reset_index()
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """The report number: deletion (MoRF) advantage over random, or the first one computed."""
+        rows = self.summary
+        pick = rows[(rows["mode"] == "deletion") & (rows["order"] == "morf")]
+        row = (pick if len(pick) else rows).iloc[0]
+        return {k: _py(v) for k, v in row.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (no per-pixel data)."""
+        return {
+            "metric": "deletion_insertion",
+            "headline": self.headline,
+            "summary": [{k: _py(v) for k, v in r.items()} for r in self.summary.to_dict("records")],
+            "mean_curves": {
+                f"{m}_{o}_{r}": [float(v) for v in np.nanmean(a, axis=0)]
+                for (m, o, r), a in self.arrays.items()
+            },
+            "fractions": [float(f) for f in self.fractions],
+            "params": {k: _py(v) for k, v in self.params.items()},
+        }
+
+    def plot(self, ax: Any = None) -> Any:
+        """Mean deletion/insertion curves of the method vs random (one panel per curve)."""
+        from .plots import plot_faithfulness
+
+        return plot_faithfulness(self, ax=ax)
+
+
+def _py(v: Any) -> Any:
+    """numpy scalars -> Python (for JSON)."""
+    if isinstance(v, (np.floating, float)):
+        return None if not np.isfinite(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, (list, tuple)):
+        return [_py(x) for x in v]
+    return v
+
+
+def deletion_insertion(
+    model: Any,
+    images: Any,
+    maps: Any,
+    targets: Any = None,
+    *,
+    replacement: Any = "blur",
+    n_steps: int = 20,
+    modes: Sequence[str] = MODES,
+    orders: Sequence[str] = ORDERS,
+    batch_size: int | None = None,
+    random_state: int = 0,
+    n_random: int = 1,
+    blur_sigma: float | None = None,
+    ci: float = 0.95,
+    n_boot: int = 1000,
+) -> FaithfulnessResult:
+    """Deletion and insertion curves, their areas, and the advantage over random maps.
+
+    Parameters
+    ----------
+    model : ModelAdapter or torch.nn.Module
+    images : tensor or array ``N x C x H x W`` (or ``N x C x D x H x W``)
+    maps : array ``N x H x W`` (or ``N x D x H x W``), tensor, or an ``Attribution``
+        Higher = more relevant (signed maps rank negative evidence last).
+    targets : int, str or sequence, optional
+        Class whose probability is tracked; default the attribution's own targets, else
+        the predicted class.
+    replacement : {"blur", "mean", "zeros"}, float or array, default "blur"
+        See :func:`make_baseline`.
+    n_steps : int, default 20
+        Curves have ``n_steps + 1`` points from 0 to 100 % of pixels.
+    modes : subset of ("deletion", "insertion")
+    orders : subset of ("morf", "lerf")
+        Most- or least-relevant first.
+    batch_size : int, optional
+        Perturbed copies per forward pass; default ``4 x`` the adapter's batch size
+        (perturbed copies are cheap to build and larger batches amortise the overhead).
+    random_state : int, default 0
+        Seeds the random reference maps and tie-breaking.
+    n_random : int, default 1
+        Random maps per image (their curves are averaged).
+    blur_sigma : float, optional
+        Sigma for ``replacement="blur"``.
+    ci, n_boot : float, int
+        Bootstrap CI level and resamples (across images).
+
+    Returns
+    -------
+    FaithfulnessResult
+
+    Notes
+    -----
+    The endpoints (0 % and 100 %) are the original and the baseline image for every curve,
+    so they are scored once and shared; each curve costs ``n_steps - 1`` forward passes per
+    image. Areas use the trapezoidal rule over the fraction axis in [0, 1].
+    """
+    t0 = time.perf_counter()
+    modes, orders = tuple(modes), tuple(orders)
+    for m in modes:
+        if m not in MODES:
+            raise ValueError(f"Unknown mode {m!r}; choose from {MODES}.")
+    for o in orders:
+        if o not in ORDERS:
+            raise ValueError(f"Unknown order {o!r}; choose from {ORDERS}.")
+    if not modes or not orders:
+        raise ValueError("Give at least one mode and one order.")
+    if n_steps < 2:
+        raise ValueError(f"n_steps must be >= 2, got {n_steps}.")
+    if n_random < 1:
+        raise ValueError(f"n_random must be >= 1, got {n_random}.")
+    adapter = as_adapter(model)
+    x = as_image_tensor(images)
+    n = x.shape[0]
+    spatial = tuple(x.shape[2:])
+    m_arr = as_maps(maps, spatial_shape=spatial)
+    if m_arr.shape[0] != n:
+        raise ValueError(f"Got {m_arr.shape[0]} maps for {n} images.")
+    zero = np.flatnonzero(~np.any(m_arr.reshape(n, -1) != 0, axis=1))
+    tgt = torch.as_tensor(resolve_targets(adapter, x, targets, maps))
+    base = make_baseline(x, replacement, blur_sigma)
+    batch_size = int(batch_size or 4 * adapter.batch_size)
+    rng = np.random.default_rng(random_state)
+
+    p = math.prod(spatial)
+    counts_np = np.round(np.linspace(0.0, 1.0, n_steps + 1) * p).astype(np.int64)
+    fractions = counts_np / p
+    method_ranks = relevance_ranks(m_arr, rng)
+    random_ranks = [relevance_ranks(rng.random((n, p)), rng) for _ in range(n_random)]
+
+    # Curve variants: (mode, order, reference, draw).
+    variants = [
+        (mode, order, ref, d)
+        for mode in modes
+        for order in orders
+        for ref, draws in (("method", 1), ("random", n_random))
+        for d in range(draws)
+    ]
+    device = adapter.device
+    scorer = _Scorer(adapter, batch_size)
+    inner = np.empty((len(variants), n, n_steps - 1), dtype=np.float64)
+    with eval_mode(adapter.model), torch.inference_mode():
+        s_orig = scorer.many(x.to(device), tgt).cpu().numpy().astype(np.float64)
+        s_base = scorer.many(base.to(device), tgt).cpu().numpy().astype(np.float64)
+        counts = torch.as_tensor(counts_np[1:-1], device=device)
+        insertion = torch.tensor([v[0] == "insertion" for v in variants], device=device)
+        for s in range(0, n, _IMAGE_CHUNK):
+            sl = slice(s, min(s + _IMAGE_CHUNK, n))
+            stacked = []
+            for _mode, order, ref, d in variants:
+                r = method_ranks[sl] if ref == "method" else random_ranks[d][sl]
+                stacked.append(r if order == "morf" else (p - 1) - r)
+            ranks = torch.as_tensor(np.stack(stacked), device=device)
+            inner[:, sl] = (
+                _inner_curves(
+                    scorer, x[sl].to(device), base[sl].to(device), ranks, insertion, counts, tgt[sl]
+                )
+                .cpu()
+                .numpy()
+            )
+
+    arrays: dict[tuple[str, str, str], np.ndarray] = {}
+    for j, (mode, order, ref, _d) in enumerate(variants):
+        start, end = (s_orig, s_base) if mode == "deletion" else (s_base, s_orig)
+        curve = np.concatenate([start[:, None], inner[j], end[:, None]], axis=1)
+        key = (mode, order, ref)
+        arrays[key] = arrays.get(key, 0) + curve / (n_random if ref == "random" else 1)
+
+    rows = []
+    summary_rows = []
+    for mode in modes:
+        for order in orders:
+            auc_m = np.trapezoid(arrays[(mode, order, "method")], fractions, axis=1)
+            auc_r = np.trapezoid(arrays[(mode, order, "random")], fractions, axis=1)
+            sign = HIGHER_IS_BETTER[(mode, order)]
+            adv = sign * (auc_m - auc_r)
+            reason = np.full(n, "", dtype=object)
+            if zero.size:
+                # An all-zero map ranks pixels at random: no evidence either way.
+                auc_m[zero] = adv[zero] = np.nan
+                reason[zero] = "all-zero attribution map"
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "image": np.arange(n),
+                        "mode": mode,
+                        "order": order,
+                        "target": tgt.numpy(),
+                        "method_auc": auc_m,
+                        "random_auc": auc_r,
+                        "advantage": adv,
+                        "reason": reason,
+                    }
+                )
+            )
+            est, low, high = bootstrap_ci(adv, ci=ci, n_boot=n_boot, random_state=random_state)
+            summary_rows.append(
+                {
+                    "mode": mode,
+                    "order": order,
+                    "n": int(np.isfinite(adv).sum()),
+                    "method_auc": float(np.nanmean(auc_m)) if np.isfinite(auc_m).any() else np.nan,
+                    "random_auc": float(np.mean(auc_r)),
+                    "advantage": est,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "better_than_random": bool(np.isfinite(low) and low > 0),
+                    "higher_auc_is_better": sign > 0,
+                }
+            )
+    params = {
+        "replacement": replacement if isinstance(replacement, (str, int, float)) else "custom",
+        "n_steps": n_steps,
+        "modes": list(modes),
+        "orders": list(orders),
+        "batch_size": batch_size,
+        "random_state": random_state,
+        "n_random": n_random,
+        "n_images": n,
+        "n_zero_maps": int(zero.size),
+        "ci": ci,
+        "forward_images": scorer.n_images,
+        "seconds": time.perf_counter() - t0,
+    }
+    return FaithfulnessResult(
+        fractions=fractions,
+        arrays=arrays,
+        per_image=pd.concat(rows, ignore_index=True),
+        summary=pd.DataFrame(summary_rows),
+        targets=tgt.numpy(),
+        params=params,
+    )
