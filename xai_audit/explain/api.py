@@ -1,0 +1,173 @@
+"""``explain()``: one entry point for every attribution method."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..model import ModelAdapter, NonFiniteError, eval_mode, iter_image_batches
+from ..model.batching import n_items
+from .base import Attribution, Explainer, available_methods, get_method
+from .hooks import hook_guard
+from .targets import TargetLike, TargetSpec
+
+
+def as_adapter(model: ModelAdapter | nn.Module) -> ModelAdapter:
+    """A :class:`ModelAdapter` for ``model``; a bare module stays on its current device."""
+    if isinstance(model, ModelAdapter):
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model must be a ModelAdapter or a torch.nn.Module, got {type(model).__name__}."
+        )
+    first = next(model.parameters(), None)
+    return ModelAdapter(model, device=first.device if first is not None else "cpu")
+
+
+def _check_finite(x: torch.Tensor, offset: int, what: str) -> None:
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        rows = (torch.nonzero(bad).flatten() + offset).tolist()
+        if what == "input":
+            raise NonFiniteError(
+                f"{len(rows)} image(s) contain NaN or infinite pixels (positions {rows[:5]}); "
+                "fix or drop them before explaining."
+            )
+        raise NonFiniteError(
+            f"The model produced NaN or infinite outputs for image(s) {rows[:5]}; check its "
+            "weights and preprocessing."
+        )
+
+
+def explain(
+    model: ModelAdapter | nn.Module,
+    images: Any,
+    method: str = "gradcam",
+    target: TargetLike = None,
+    *,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    **params: Any,
+) -> Attribution:
+    """Explain a model's outputs for a set of images with one attribution method.
+
+    Parameters
+    ----------
+    model : ModelAdapter or torch.nn.Module
+        The classifier; a bare module is wrapped in a :class:`ModelAdapter` on its device.
+    images : tensor, array, Manifest, Dataset or DataLoader
+        ``N x C x H x W`` images or ``N x C x D x H x W`` volumes (anything the adapter reads).
+    method : str, default "gradcam"
+        A name from :func:`available_methods` (aliases accepted, e.g. ``"ig"``).
+    target : None, int, str, sequence or "all"
+        ``None``: each image's predicted class (highest score); an index or class name: that
+        class for every image; a sequence: one target per image; ``"all"``: every output
+        (e.g. each label of a multi-label model), giving ``N x L x *spatial`` maps.
+    batch_size : int, optional
+        Images per batch (default: the adapter's). Methods that evaluate many perturbed
+        copies batch those internally (``internal_batch_size``, ``perturbations_per_eval``).
+    progress : bool, optional
+        Progress bar; by default shown for more than 10 batches.
+    **params
+        The method's parameters, e.g. ``target_layer=``, ``n_steps=``, ``baseline=``.
+        Unknown ones raise a ``TypeError`` that lists the accepted ones.
+
+    Returns
+    -------
+    Attribution
+        float32 maps at input resolution with targets, scores, method and parameters.
+
+    Notes
+    -----
+    The model runs in eval mode with parameter gradients switched off; its train/eval flags,
+    ``requires_grad`` flags and ``.grad`` tensors are left as they were, and every hook is
+    removed, also when an exception is raised.
+
+    Examples
+    --------
+    >>> att = explain(model, images, "integrated_gradients", target="lesion", n_steps=64)
+    >>> att.maps.shape
+    (8, 128, 128)
+    """
+    adapter = as_adapter(model)
+    explainer: Explainer = get_method(method)(**params)
+    spec = TargetSpec.parse(target)
+    batch_size = int(batch_size or adapter.batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    total = n_items(images)
+    n_batches = math.ceil(total / batch_size) if total else None
+    show = progress if progress is not None else bool(n_batches and n_batches > 10)
+
+    maps: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    scores: list[torch.Tensor] = []
+    seen = 0
+    with eval_mode(adapter.module), hook_guard(adapter.module):
+        bar = tqdm(total=total, disable=not show, desc=explainer.name, unit="img", leave=False)
+        try:
+            for raw in iter_image_batches(images, batch_size):
+                x = adapter.prepare(raw)
+                _check_finite(x, seen, "input")
+                if seen == 0:
+                    _first_batch(adapter, explainer, spec, x, total)
+                n = x.shape[0]
+                explainer.indices = torch.arange(seen, seen + n)
+                batch_maps, batch_targets, batch_scores = [], [], []
+                for t in spec.for_batch(seen, seen + n, adapter.device):
+                    m, tt, logits = explainer.explain_batch(adapter, x, t)
+                    _check_finite(logits.detach(), seen, "output")
+                    probs = adapter.apply_activation(logits.detach().float())
+                    batch_maps.append(m.detach().float().cpu())
+                    batch_targets.append(tt.detach().cpu())
+                    batch_scores.append(probs.gather(1, tt[:, None].to(probs.device))[:, 0].cpu())
+                stack = spec.kind == "all"
+                maps.append(torch.stack(batch_maps, 1) if stack else batch_maps[0])
+                targets.append(torch.stack(batch_targets, 1) if stack else batch_targets[0])
+                scores.append(torch.stack(batch_scores, 1) if stack else batch_scores[0])
+                seen += n
+                bar.update(n)
+        finally:
+            bar.close()
+            explainer.indices = None
+    if seen == 0:
+        raise ValueError("No images were given.")
+    spec.check_count(seen)
+    return Attribution(
+        maps=torch.cat(maps).numpy().astype(np.float32, copy=False),
+        targets=torch.cat(targets).numpy().astype(np.int64),
+        scores=torch.cat(scores).numpy().astype(np.float32),
+        method=explainer.name,
+        params=explainer.json_params(),
+        target_layer=explainer.target_layer_name,
+        class_names=adapter.class_names,
+    )
+
+
+def _first_batch(
+    adapter: ModelAdapter,
+    explainer: Explainer,
+    spec: TargetSpec,
+    x: torch.Tensor,
+    total: int | None,
+) -> None:
+    """Checks and set-up that need one batch: dimensionality, output count, targets, layers."""
+    if x.ndim == 5 and not explainer.supports_3d:
+        volumetric = [
+            n
+            for n in available_methods()
+            if get_method(n).supports_3d  # type: ignore[arg-type]
+        ]
+        raise ValueError(
+            f"Method {explainer.name!r} does not support 3D volumes; methods that do: {volumetric}."
+        )
+    if adapter.n_outputs is None:  # learn the output width, to check targets up front
+        with torch.no_grad():
+            adapter.forward(x[:1])
+    spec.resolve(adapter, total)
+    explainer.setup(adapter, x)
