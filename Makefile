@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(PY) bench/explainers.py
 	$(PY) bench/subgroups.py
 	$(PY) bench/quality.py
+	$(PY) bench/audit.py --quick
+	$(PY) bench/widgets.py
 
 clean-venv:
 	rm -rf $(VENV)
