@@ -28,7 +28,9 @@ def test_regions():
     assert tl.sum() == 225
     both = border_corners_mask((128, 128))
     assert both.sum() == (b := border_mask((128, 128))).sum() + (corner_mask((128, 128)) & ~b).sum()
-    assert 0.3 < region_fraction((128, 128)) < 0.4
+    assert 0.3 < region_fraction((128, 128), "border_corners") < 0.4
+    # Default region: the four corner squares, 19 px (15 % of 128) on a side.
+    assert region_fraction((128, 128)) == pytest.approx(4 * 19 * 19 / 128**2)
     assert border_mask((4, 16, 16)).shape == (4, 16, 16)
     with pytest.raises(ValueError, match="Unknown corner"):
         corner_mask((8, 8), corners=("middle",))
@@ -83,7 +85,7 @@ def test_injected_site_is_flagged_with_plain_language():
     assert list(zip(flagged["attribute"], flagged["group"])) == [("site", "C")]
     msg = res.flags[0]
     assert msg.startswith("Positive predictions at site=C put 3")
-    assert "in the image border and corners vs 8% elsewhere (p<0.001" in msg
+    assert "in the image corners vs 8% elsewhere (p<0.001" in msg
     assert msg.endswith("possible shortcut.")
     row = res.table.set_index(["attribute", "group", "predicted"]).loc[("site", "C", 1)]
     assert row["ci_low"] < row["mean_share"] < row["ci_high"]

@@ -1,7 +1,10 @@
 """Shortcut detection: attribution mass in regions that should not matter.
 
-:func:`shortcut_mass` gives, per image, the share of attribution in a region (image border
-and corners by default, or any mask such as ``~lung_mask``). :func:`detect_shortcuts` then
+:func:`shortcut_mass` gives, per image, the share of attribution in a region (the image
+corners by default, where markers and burned-in text sit; the border band; or any mask such
+as ``~lung_mask``). The corners are the default because a larger region such as the whole
+border band also collects the spread of diffuse maps (e.g. for faint lesions), which is not
+a shortcut. :func:`detect_shortcuts` then
 compares, within each predicted class, every subgroup's shares with everyone else's
 (one-sided Mann–Whitney U, Holm-corrected over the whole table) and flags subgroups whose
 positive predictions lean on that region clearly and significantly more than the rest.
@@ -26,7 +29,7 @@ from .stats import bootstrap_ci, format_p, holm, mann_whitney_greater
 
 def shortcut_mass(
     maps: Any,
-    region: str | np.ndarray = "border_corners",
+    region: str | np.ndarray = "corners",
     *,
     normalise: str = "abs",
     border: float = 0.08,
@@ -37,9 +40,9 @@ def shortcut_mass(
     Parameters
     ----------
     maps : array ``N x H x W`` (or ``N x D x H x W``), tensor or ``Attribution``
-    region : {"border_corners", "border", "corners"} or bool array, default "border_corners"
-        A named region (see :mod:`xai_audit.quality.regions`: an 8 % border band plus 15 %
-        corner squares by default) or a mask ``H x W`` / ``N x H x W`` of where attribution
+    region : {"corners", "border", "border_corners"} or bool array, default "corners"
+        A named region (see :mod:`xai_audit.quality.regions`: the four corner squares of 15 %
+        of the side by default, where markers and burned-in text sit) or a mask ``H x W`` / ``N x H x W`` of where attribution
         should *not* be, e.g. ``~lung_masks``.
     normalise : {"abs", "positive"}, default "abs"
         ``abs`` counts evidence for and against the class (both show the model looks there);
@@ -67,7 +70,7 @@ def shortcut_mass(
 
 
 def region_fraction(
-    shape: Sequence[int], region: str | np.ndarray = "border_corners", **kwargs: Any
+    shape: Sequence[int], region: str | np.ndarray = "corners", **kwargs: Any
 ) -> float:
     """Area share of a region: what a spatially uniform map would put there."""
     if isinstance(region, str):
@@ -147,7 +150,7 @@ def detect_shortcuts(
     min_group_size: int = 10,
     intersections: bool | Sequence[tuple[str, str]] = False,
     columns: Sequence[str] | None = None,
-    region_name: str = REGION_NAMES["border_corners"],
+    region_name: str = REGION_NAMES["corners"],
     class_names: Sequence[str] | None = None,
     flag_classes: Sequence[Any] | None = None,
     ci: float = 0.95,
