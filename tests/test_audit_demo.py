@@ -1,0 +1,42 @@
+"""The demo audit finds both injected effects (needs the trained demo weights)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xai_audit.model.demo import WEIGHTS_FILE, _weights_dir
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (_weights_dir() / WEIGHTS_FILE).is_file(),
+        reason="the demo weights (xai_audit/model/weights/demo_cnn.pt) are not trained yet",
+    ),
+]
+
+
+def test_demo_key_findings_show_both_injected_effects(tmp_path: Path) -> None:
+    from xai_audit.audit import AuditResult
+    from xai_audit.demo import run_demo
+
+    report = run_demo(tmp_path / "data", tmp_path / "demo_audit.html", None, None, False, 200)
+    assert report.is_file() and report.stat().st_size < 5 * 2**20
+    result = AuditResult.load(tmp_path / "demo_audit")
+    high = [f for f in result.findings if f["severity"] == "high"]
+    gap = [f for f in high if f["kind"] == "disparity" and "age_group=65+" in f["where"]]
+    assert gap and "Sensitivity" in gap[0]["message"]
+    shortcut = [f for f in high if f["kind"] == "shortcut" and "site=C" in f["where"]]
+    assert shortcut
+    html = report.read_text()
+    assert "age_group=65+" in html and "Shortcut suspected at site=C" in html
+
+
+def test_control_data_flag_nothing(tmp_path: Path) -> None:
+    from xai_audit.audit import AuditResult
+    from xai_audit.demo import run_demo
+
+    run_demo(tmp_path / "control", tmp_path / "control.html", None, None, True, 200)
+    result = AuditResult.load(tmp_path / "control")
+    assert not [f for f in result.findings if f["kind"] in ("disparity", "shortcut")]

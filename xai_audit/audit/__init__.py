@@ -1,0 +1,32 @@
+"""The audit: one run from a model and a manifest to a saved result, an HTML report and JSON.
+
+>>> from xai_audit.audit import Audit, AuditResult
+>>> result = Audit(model, manifest, sensitive=["sex", "age_group", "site"],
+...                methods=["gradcam", "integrated_gradients"], output_dir="audits/demo").run()
+>>> result.report("reports/audit.html")
+>>> AuditResult.load("audits/demo").subgroups.by_group
+
+Predictions and attributions are computed batch by batch and written as shards (see
+:mod:`xai_audit.audit.store`), so memory does not grow with the number of images and an
+interrupted run resumes; :func:`xai_audit.audit.batch.compute_batch` is the pure per-batch
+function a cluster engine can map over.
+"""
+
+from __future__ import annotations
+
+from .batch import BatchTask, MethodSpec, compute_batch
+from .config import AuditConfig, ConfigError, load_config, run_config
+from .result import AuditResult
+from .runner import Audit
+
+__all__ = [
+    "Audit",
+    "AuditConfig",
+    "AuditResult",
+    "BatchTask",
+    "ConfigError",
+    "MethodSpec",
+    "compute_batch",
+    "load_config",
+    "run_config",
+]

@@ -1,0 +1,213 @@
+"""The per-batch work of an audit, as a pure function of (model, batch rows) -> shard.
+
+Everything an audit needs per image is computed here in one pass over a batch: the model's
+scores, one attribution map per method (stored compactly), and the cheap per-image quality
+numbers that only need the map (share of attribution in the shortcut region, localisation
+against the lesion mask). Nothing here depends on other batches, so an engine such as Ray
+Data's ``map_batches`` can run :func:`compute_batch` over a cluster; the local loop in
+:mod:`xai_audit.audit.runner` is the one-machine case.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..model import ModelAdapter
+
+#: Per-image localisation numbers kept in shards (see :func:`xai_audit.quality.localisation`).
+LOCALISATION_METRICS = ("pointing_game", "mass_in_mask", "rank_accuracy", "iou_top_k")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One attribution method and its parameters, as named in the config.
+
+    Attributes
+    ----------
+    name : str
+        Method name for :func:`xai_audit.explain.explain`.
+    params : dict
+        The method's parameters.
+    max_images : int, optional
+        Explain at most this many images, a seeded sample stratified by label and subgroup
+        (for expensive methods such as integrated gradients on large data sets). Default:
+        every image.
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    max_images: int | None = None
+
+    @classmethod
+    def parse(cls, name: str, params: dict[str, Any] | None) -> MethodSpec:
+        """From a config entry; the key ``max_images`` is taken out of the parameters."""
+        params = dict(params or {})
+        max_images = params.pop("max_images", None)
+        return cls(str(name), params, None if max_images is None else int(max_images))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, used in hashes and the report."""
+        return {
+            "name": self.name,
+            "params": dict(sorted(self.params.items())),
+            "max_images": self.max_images,
+        }
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """What :func:`compute_batch` does to every batch (everything that shapes a shard).
+
+    Attributes
+    ----------
+    methods : tuple of MethodSpec
+        Attribution methods, in order.
+    target : int
+        Class explained for every image (the positive class of the audit).
+    shortcut_region : str
+        Named region for :func:`xai_audit.quality.shortcut_mass`.
+    shortcut_normalise : {"abs", "positive"}
+        Relevance counted for the shortcut share.
+    localisation : bool
+        Compute localisation numbers for images with a lesion mask.
+    top_k : float
+        Fraction of pixels of the top-k region for the IoU.
+    map_dtype : str
+        Storage type of the maps (``"float16"`` halves the size of float32).
+    """
+
+    methods: tuple[MethodSpec, ...]
+    target: int
+    shortcut_region: str = "corners"
+    shortcut_normalise: str = "abs"
+    localisation: bool = True
+    top_k: float = 0.1
+    map_dtype: str = "float16"
+    #: Per method with ``max_images``: the sorted manifest rows it explains.
+    explain_rows: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
+
+    def rows_for(self, method: str, indices: np.ndarray) -> np.ndarray:
+        """Boolean mask over ``indices`` of the rows ``method`` explains."""
+        if method not in self.explain_rows:
+            return np.ones(len(indices), dtype=bool)
+        return np.isin(indices, np.asarray(self.explain_rows[method], dtype=np.int64))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the shard hash is taken over it)."""
+        return {
+            "methods": [m.to_dict() for m in self.methods],
+            "target": int(self.target),
+            "shortcut_region": self.shortcut_region,
+            "shortcut_normalise": self.shortcut_normalise,
+            "localisation": bool(self.localisation),
+            "top_k": float(self.top_k),
+            "map_dtype": self.map_dtype,
+            "explain_rows": {k: sha256_rows(v) for k, v in sorted(self.explain_rows.items())},
+        }
+
+
+def sha256_rows(rows: tuple[int, ...]) -> str:
+    """Short digest of a row selection (for the task hash)."""
+    import hashlib
+
+    return hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def explain_maps(
+    model: ModelAdapter, images: np.ndarray, spec: MethodSpec, target: int
+) -> np.ndarray:
+    """Attribution maps ``N x *spatial`` (float32) of one method for one batch."""
+    from ..explain import explain
+
+    attribution = explain(model, images, spec.name, target=target, **spec.params)
+    maps = np.asarray(attribution.maps, dtype=np.float32)
+    if maps.ndim == images.ndim:  # N x 1 x H x W from a method that keeps a channel
+        maps = maps[:, 0]
+    return maps
+
+
+def pack_maps(maps: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scale each map to ``max |m| = 1`` and cast, keeping the scale separately.
+
+    float16 has a narrow range: raw integrated-gradients values can underflow to zero, so the
+    maps are stored normalised with one float32 scale per image (``map = stored * scale``).
+    """
+    flat = np.abs(maps.reshape(len(maps), -1))
+    scale = flat.max(axis=1).astype(np.float32) if flat.size else np.zeros(len(maps), np.float32)
+    safe = np.where(scale > 0, scale, 1.0).reshape((-1,) + (1,) * (maps.ndim - 1))
+    return (maps / safe).astype(dtype), scale
+
+
+def compute_batch(
+    model: ModelAdapter,
+    images: np.ndarray,
+    indices: np.ndarray,
+    task: BatchTask,
+    masks: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Predict, explain and score one batch; return the arrays of its shard.
+
+    Parameters
+    ----------
+    model : ModelAdapter
+    images : numpy.ndarray
+        ``B x C x H x W`` (or ``B x C x D x H x W``) float32 images of the batch.
+    indices : numpy.ndarray
+        Row positions of the images in the manifest.
+    task : BatchTask
+    masks : numpy.ndarray, optional
+        ``B x H x W`` lesion masks (all-zero where there is none), for localisation.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``indices``, ``scores`` (``B x K``), ``seconds_predict``, and per method ``m``:
+        ``rows__m`` (the rows explained), ``maps__m`` (``map_dtype``, one per explained row),
+        ``scale__m``, ``seconds__m``, and per image (NaN where not explained)
+        ``shortcut__m`` and, with masks, ``loc__m__<metric>``.
+    """
+    from ..quality import localisation, shortcut_mass
+
+    out: dict[str, np.ndarray] = {"indices": np.asarray(indices, dtype=np.int64)}
+    t0 = time.perf_counter()
+    out["scores"] = model.predict_proba(images, progress=False).astype(np.float32)
+    out["seconds_predict"] = np.float64(time.perf_counter() - t0)
+    has_mask = None
+    if masks is not None:
+        flat = masks.reshape(len(masks), -1)
+        has_mask = flat.any(axis=1)
+        out["has_mask"] = has_mask
+        out["mask_fraction"] = flat.mean(axis=1).astype(np.float32)
+    n = len(indices)
+    for spec in task.methods:
+        m = spec.name
+        sel = task.rows_for(m, np.asarray(indices))
+        out[f"rows__{m}"] = np.asarray(indices, dtype=np.int64)[sel]
+        shares = np.full(n, np.nan, dtype=np.float32)
+        loc_cols = {metric: np.full(n, np.nan, dtype=np.float32) for metric in LOCALISATION_METRICS}
+        t0 = time.perf_counter()
+        if sel.any():
+            maps = explain_maps(model, images[sel], spec, task.target)
+        else:
+            maps = np.zeros((0, *images.shape[2:]), dtype=np.float32)
+        out[f"seconds__{m}"] = np.float64(time.perf_counter() - t0)
+        stored, scale = pack_maps(maps, task.map_dtype)
+        out[f"maps__{m}"] = stored
+        out[f"scale__{m}"] = scale
+        if sel.any():
+            shares[sel] = shortcut_mass(
+                maps, task.shortcut_region, normalise=task.shortcut_normalise
+            )
+            if task.localisation and has_mask is not None and (has_mask & sel).any():
+                loc = localisation(maps, masks[sel], top_k=task.top_k, n_boot=1).per_image  # type: ignore[index]
+                for metric in LOCALISATION_METRICS:
+                    loc_cols[metric][sel] = loc[metric].to_numpy(np.float32)
+        out[f"shortcut__{m}"] = shares
+        if task.localisation and has_mask is not None:
+            for metric in LOCALISATION_METRICS:
+                out[f"loc__{m}__{metric}"] = loc_cols[metric]
+    return out

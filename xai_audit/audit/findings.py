@@ -1,0 +1,280 @@
+"""Turn flags from the fairness and quality checks into a short list of key findings.
+
+A reviewer should read the key findings first, so they are deduplicated: a disparity of a
+single-attribute group is one finding listing every flagged metric (the false negative rate
+mirrors sensitivity, the false positive rate specificity, so those are folded in), and
+intersections whose disparity is already explained by a flagged component group are
+mentioned under it rather than repeated. Every underlying flag stays in the evidence.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+SEVERITY_ORDER = {"high": 0, "medium": 1, "info": 2, "ok": 3}
+#: Metrics that restate another one (1 - x), folded into it in the key findings.
+MIRRORS = {"fnr": "sensitivity", "fpr": "specificity"}
+INTERSECTION_SEP = " × "
+GROUP_SEP = " | "
+
+
+def _components(attribute: str, group: str) -> list[tuple[str, str]]:
+    names = attribute.split(INTERSECTION_SEP)
+    values = group.split(GROUP_SEP) if len(names) > 1 else [group]
+    return list(zip(names, values))
+
+
+def _where(attribute: str, group: str) -> str:
+    return " & ".join(f"{a}={g}" for a, g in _components(attribute, group))
+
+
+def disparity_findings(flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One finding per flagged single-attribute group (intersections folded in when explained)."""
+    by_group: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for f in flags:
+        by_group[(f["attribute"], f["group"])].append(f)
+    singles = {k for k in by_group if INTERSECTION_SEP not in k[0]}
+    flagged_metrics = {
+        k: {MIRRORS.get(f["metric"], f["metric"]) for f in v} for k, v in by_group.items()
+    }
+    folded: dict[tuple[str, str], list[str]] = defaultdict(list)
+    leaders: list[tuple[str, str]] = []
+    for key in by_group:
+        if key in singles:
+            leaders.append(key)
+            continue
+        parents = [
+            c
+            for c in _components(*key)
+            if c in singles and flagged_metrics[c] & flagged_metrics[key]
+        ]
+        if parents:
+            folded[parents[0]].append(_where(*key))
+        else:
+            leaders.append(key)
+    findings = []
+    for key in leaders:
+        items = sorted(by_group[key], key=lambda f: -abs(f.get("gap") or 0.0))
+        main = [
+            f
+            for f in items
+            if f["metric"] not in MIRRORS
+            or MIRRORS[f["metric"]] not in flagged_metrics[key] - {f["metric"]}
+        ]
+        head = main[0] if main else items[0]
+        others = sorted({f["metric"] for f in main[1:]} - {head["metric"]})
+        message = head["message"]
+        if others:
+            message += (
+                " Also beyond tolerance: " + ", ".join(o.replace("_", " ") for o in others) + "."
+            )
+        if folded.get(key):
+            message += " Seen too in the intersections " + ", ".join(sorted(folded[key])) + "."
+        findings.append(
+            {
+                "severity": "high",
+                "kind": "disparity",
+                "title": f"Performance gap for {_where(*key)}",
+                "message": message,
+                "where": _where(*key),
+                "evidence": {
+                    "attribute": key[0],
+                    "group": key[1],
+                    "metric": head["metric"],
+                    "gap": head.get("gap"),
+                    "ci_low": head.get("ci_low"),
+                    "ci_high": head.get("ci_high"),
+                    "tolerance": head.get("tolerance"),
+                    "metrics": sorted({f["metric"] for f in items}),
+                    "n_flags": len(items),
+                    "intersections": sorted(folded.get(key, [])),
+                },
+            }
+        )
+    return findings
+
+
+def shortcut_findings(shortcuts: dict[str, dict[str, Any]], region: str) -> list[dict[str, Any]]:
+    """One finding per flagged group, listing every method that flagged it."""
+    groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for method, sc in shortcuts.items():
+        table = sc.get("table")
+        if table is None or len(table) == 0:
+            continue
+        for row in table[table["flagged"].astype(bool)].to_dict("records"):
+            groups[(row["attribute"], row["group"])].append((method, row))
+    findings = []
+    for (attribute, group), hits in groups.items():
+        method, row = max(hits, key=lambda h: h[1]["effect"])
+        names = [m for m, _ in hits]
+        findings.append(
+            {
+                "severity": "high",
+                "kind": "shortcut",
+                "title": f"Shortcut suspected at {_where(attribute, group)}",
+                "message": (
+                    f"Positive predictions at {_where(attribute, group)} put "
+                    f"{row['mean_share']:.0%} of the {method} attribution in {region} vs "
+                    f"{row['rest_mean_share']:.0%} for other positive predictions "
+                    f"(Holm-corrected p={row['p_holm']:.2g}, n={int(row['n'])}; flagged by "
+                    f"{', '.join(names)}). The model may rely on something outside the anatomy "
+                    "(a marker, text, a device) rather than the finding: possible shortcut."
+                ),
+                "where": _where(attribute, group),
+                "evidence": {
+                    "attribute": attribute,
+                    "group": group,
+                    "methods": names,
+                    "mean_share": row["mean_share"],
+                    "rest_mean_share": row["rest_mean_share"],
+                    "effect": row["effect"],
+                    "p_holm": row["p_holm"],
+                    "n": int(row["n"]),
+                },
+            }
+        )
+    return findings
+
+
+def trust_findings(quality: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sanity-check failures, unfaithful maps and poor localisation."""
+    out: list[dict[str, Any]] = []
+    for method, sanity in (quality.get("sanity") or {}).items():
+        if sanity and not sanity.get("passed", True):
+            out.append(
+                {
+                    "severity": "high",
+                    "kind": "sanity",
+                    "title": f"{method} failed the sanity check",
+                    "message": str(sanity.get("reason", "")) + " Its maps should not be used to "
+                    "explain this model's decisions.",
+                    "where": method,
+                    "evidence": {
+                        "method": method,
+                        "final_similarity": sanity.get("final_similarity"),
+                    },
+                }
+            )
+    for method, faith in (quality.get("faithfulness") or {}).items():
+        head = (faith or {}).get("headline") or {}
+        if head and not head.get("better_than_random", True):
+            out.append(
+                {
+                    "severity": "medium",
+                    "kind": "faithfulness",
+                    "title": f"{method} maps are not clearly more faithful than random",
+                    "message": (
+                        f"Deleting the pixels {method} ranks highest lowers the score no faster "
+                        f"than deleting random pixels (advantage {_num(head.get('advantage'))}, "
+                        f"95% CI {_num(head.get('ci_low'))} to {_num(head.get('ci_high'))}, "
+                        f"n={head.get('n')})."
+                    ),
+                    "where": method,
+                    "evidence": {k: head.get(k) for k in ("advantage", "ci_low", "ci_high", "n")},
+                }
+            )
+    for method, loc in (quality.get("localisation") or {}).items():
+        summary = (loc or {}).get("summary")
+        if summary is None or len(summary) == 0:
+            continue
+        row = summary[summary["metric"] == "mass_in_mask"]
+        if row.empty:
+            continue
+        r = row.iloc[0]
+        if np.isfinite(r["ci_low"]) and np.isfinite(r["chance"]) and r["ci_low"] <= r["chance"]:
+            out.append(
+                {
+                    "severity": "medium",
+                    "kind": "localisation",
+                    "title": f"{method} maps do not point at the lesions",
+                    "message": (
+                        f"On images with an annotated lesion, {method} puts {r['mean']:.0%} of its "
+                        f"relevance inside the lesion mask, no more than a random map would "
+                        f"({r['chance']:.0%})."
+                    ),
+                    "where": method,
+                    "evidence": {
+                        "mean": r["mean"],
+                        "ci_low": r["ci_low"],
+                        "chance": r["chance"],
+                        "n": int(r["n"]),
+                    },
+                }
+            )
+    return out
+
+
+def data_findings(warnings: list[str], data_summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Small groups and missing attributes (informational)."""
+    out = []
+    small = [
+        w for w in warnings if "small" in w.lower() or "fewer" in w.lower() or "only" in w.lower()
+    ]
+    if small:
+        out.append(
+            {
+                "severity": "info",
+                "kind": "data",
+                "title": f"{len(small)} small or degenerate subgroup(s)",
+                "message": "Some subgroups are too small for reliable estimates (see section 5): "
+                + "; ".join(w.rstrip(".") for w in small[:3])
+                + (f"; and {len(small) - 3} more." if len(small) > 3 else "."),
+                "where": "subgroups",
+                "evidence": {"n_warnings": len(small)},
+            }
+        )
+    missing = {k: v for k, v in (data_summary.get("missing_attributes") or {}).items() if v}
+    if missing:
+        out.append(
+            {
+                "severity": "info",
+                "kind": "data",
+                "title": "Missing attribute values",
+                "message": "Cases with a missing attribute form their own group 'missing': "
+                + ", ".join(f"{k}: {v}" for k, v in missing.items())
+                + ".",
+                "where": "data",
+                "evidence": missing,
+            }
+        )
+    return out
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def collect_findings(
+    subgroup_flags: list[dict[str, Any]],
+    subgroup_warnings: list[str],
+    quality: dict[str, Any],
+    data_summary: dict[str, Any],
+    region_name: str,
+) -> list[dict[str, Any]]:
+    """All key findings, most severe first; an "ok" finding when nothing was flagged."""
+    findings = (
+        disparity_findings(subgroup_flags)
+        + shortcut_findings(quality.get("shortcuts") or {}, region_name)
+        + trust_findings(quality)
+        + data_findings(subgroup_warnings, data_summary)
+    )
+    if not any(f["severity"] in ("high", "medium") for f in findings):
+        findings.insert(
+            0,
+            {
+                "severity": "ok",
+                "kind": "summary",
+                "title": "Nothing flagged",
+                "message": "No subgroup disparity beyond the tolerance, no suspected shortcut and "
+                "no failed explanation check was found.",
+                "where": "",
+                "evidence": {},
+            },
+        )
+    findings.sort(key=lambda f: SEVERITY_ORDER.get(f["severity"], 9))
+    for i, f in enumerate(findings, start=1):
+        f["id"] = f"F{i}"
+    return findings

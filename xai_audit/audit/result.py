@@ -1,0 +1,308 @@
+"""The :class:`AuditResult`: every number of an audit, saved to and loaded from a folder.
+
+It is the single source for the HTML report, its JSON twin and the notebook widgets.
+
+Folder layout (``AuditResult.save(dir)``)::
+
+    dir/
+      result.json          # config, provenance, model, data summary, findings, table index
+      tables/*.csv         # every table (+ *.dtypes.json so that types round-trip)
+      arrays.npz           # exemplar thumbnails and maps, mean maps
+      run_state.json       # hashes of the run (written by the runner)
+      shards/batch_*.npz   # per-batch scores and float16 maps (lazy access via .maps())
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._io import atomic_write_bytes, atomic_write_text, dumps, load_table, save_table
+
+RESULT_FILE = "result.json"
+ARRAYS_FILE = "arrays.npz"
+TABLE_DIR = "tables"
+FORMAT_VERSION = 1
+
+
+class Section(dict):
+    """A dict whose keys are also attributes (``result.subgroups.by_group``)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(
+                f"{key!r} is not in this section; it holds {sorted(self)}"
+            ) from None
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | {str(k) for k in self})
+
+
+def _section(obj: Any) -> Any:
+    if isinstance(obj, dict) and not isinstance(obj, Section):
+        return Section({k: _section(v) for k, v in obj.items()})
+    if isinstance(obj, Section):
+        return Section({k: _section(v) for k, v in obj.items()})
+    return obj
+
+
+def _slug(parts: list[str]) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "__".join(parts)).strip("_") or "table"
+
+
+def _encode(
+    obj: Any, path: list[str], tables: dict[str, pd.DataFrame], arrays: dict[str, np.ndarray]
+) -> Any:
+    """Replace DataFrames and arrays by references (``$table`` / ``$array``)."""
+    if isinstance(obj, pd.DataFrame):
+        name = _slug(path)
+        while name in tables:
+            name += "_"
+        tables[name] = obj
+        return {"$table": name}
+    if isinstance(obj, np.ndarray):
+        name = _slug(path)
+        while name in arrays:
+            name += "_"
+        arrays[name] = obj
+        return {"$array": name}
+    if isinstance(obj, dict):
+        return {str(k): _encode(v, [*path, str(k)], tables, arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v, [*path, str(i)], tables, arrays) for i, v in enumerate(obj)]
+    return obj
+
+
+def _decode(obj: Any, root: Path, arrays: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"$table"}:
+            return load_table(root / TABLE_DIR / f"{obj['$table']}.csv")
+        if set(obj) == {"$array"}:
+            return arrays[obj["$array"]]
+        return {k: _decode(v, root, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v, root, arrays) for v in obj]
+    return obj
+
+
+@dataclass
+class AuditResult:
+    """Everything an audit found, with the provenance to reproduce it.
+
+    Attributes
+    ----------
+    name : str
+        Title of the audit.
+    config : dict
+        The settings the audit ran with.
+    provenance : dict
+        Package versions, hardware, seeds, hashes (model, data, config), timings, UTC date.
+    model_info : dict
+        :meth:`ModelAdapter.describe` plus the model card (intended use, users, ...).
+    data_summary : dict
+        Size, prevalence, patients, subgroup sizes, missing attributes, data hash.
+    predictions : pandas.DataFrame
+        One row per image: ``row, case_id``, the attributes, ``label, score, predicted,
+        outcome`` (TP/FP/FN/TN at the operating threshold). Patient ids are not kept.
+    subgroups : Section
+        ``threshold``, ``overall``, ``by_group``, ``disparities``, ``calibration``,
+        ``flags``, ``warnings`` (from :func:`xai_audit.fairness.evaluate_subgroups`).
+    quality : Section
+        ``sample`` (how the perturbation sample was drawn) and per method ``faithfulness``,
+        ``localisation``, ``sanity``, ``shortcuts``.
+    findings : list of dict
+        Key findings: ``severity``, ``kind``, ``title``, ``message``, ``evidence``.
+    exemplars : Section
+        ``table`` (case, attribute, group, outcome, score) and ``images`` / ``maps`` arrays
+        of a bounded set of gallery cases.
+    mean_maps : Section
+        ``method -> outcome -> H x W`` mean attribution maps.
+    methods : list of dict
+        Attribution methods with parameters and descriptions.
+    result_dir : Path or None
+        Where the result (and its shards) live.
+    """
+
+    name: str
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+    model_info: dict[str, Any]
+    data_summary: dict[str, Any]
+    predictions: pd.DataFrame
+    subgroups: Section
+    quality: Section
+    findings: list[dict[str, Any]]
+    exemplars: Section
+    mean_maps: Section = field(default_factory=Section)
+    methods: list[dict[str, Any]] = field(default_factory=list)
+    result_dir: Path | None = None
+
+    _FIELDS = (
+        "name",
+        "config",
+        "provenance",
+        "model_info",
+        "data_summary",
+        "predictions",
+        "subgroups",
+        "quality",
+        "findings",
+        "exemplars",
+        "mean_maps",
+        "methods",
+    )
+
+    def __post_init__(self) -> None:
+        self.subgroups = _section(self.subgroups)
+        self.quality = _section(self.quality)
+        self.exemplars = _section(self.exemplars)
+        self.mean_maps = _section(self.mean_maps)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path | None = None) -> Path:
+        """Write the result to ``directory`` (default: :attr:`result_dir`); return it."""
+        root = Path(directory) if directory is not None else self.result_dir
+        if root is None:
+            raise ValueError("Give a directory to save the result to.")
+        root.mkdir(parents=True, exist_ok=True)
+        tables: dict[str, pd.DataFrame] = {}
+        arrays: dict[str, np.ndarray] = {}
+        content = {k: _encode(getattr(self, k), [k], tables, arrays) for k in self._FIELDS}
+        content["format_version"] = FORMAT_VERSION
+        (root / TABLE_DIR).mkdir(exist_ok=True)
+        for name, df in tables.items():
+            save_table(df, root / TABLE_DIR / f"{name}.csv")
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(root / ARRAYS_FILE, buf.getvalue())
+        atomic_write_text(root / RESULT_FILE, dumps(content))  # last: marks the save complete
+        self.result_dir = root
+        return root
+
+    @classmethod
+    def load(cls, directory: str | Path) -> AuditResult:
+        """Read a result written by :meth:`save` (or by ``xai-audit run``)."""
+        root = Path(directory)
+        path = root / RESULT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"No audit result in {str(root)!r} (missing {RESULT_FILE}); run the audit first."
+            )
+        content = json.loads(path.read_text(encoding="utf-8"))
+        arrays_path = root / ARRAYS_FILE
+        with (
+            np.load(arrays_path, allow_pickle=False) if arrays_path.exists() else _Empty() as arrays
+        ):
+            values = {k: _decode(content.get(k), root, arrays) for k in cls._FIELDS}
+        values["findings"] = values["findings"] or []
+        values["methods"] = values["methods"] or []
+        return cls(**values, result_dir=root)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def method_names(self) -> list[str]:
+        """Names of the attribution methods."""
+        return [m["name"] for m in self.methods]
+
+    @property
+    def threshold(self) -> float:
+        """The operating threshold (score >= threshold is a positive prediction)."""
+        return float(self.subgroups["threshold"]["value"])
+
+    def maps(self, method: str, case_ids: Any = None) -> np.ndarray:
+        """Stored attribution maps of ``method`` (float32), read lazily from the shards.
+
+        Parameters
+        ----------
+        method : str
+            One of :attr:`method_names`.
+        case_ids : sequence of str, optional
+            Cases to read (default all, which may be large).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``len(case_ids) x H x W`` maps in the order asked for.
+        """
+        from .store import ShardStore
+
+        if method not in self.method_names:
+            raise KeyError(f"Unknown method {method!r}; this audit has {self.method_names}.")
+        if self.result_dir is None:
+            raise ValueError("This result was never saved, so it has no stored maps.")
+        store = ShardStore(self.result_dir)
+        state = store.read_state() or {}
+        batch_size = int(state.get("batch_size") or self.config.get("batch_size", 32))
+        rows_by_case = pd.Series(
+            self.predictions["row"].to_numpy(), index=self.predictions["case_id"].astype(str)
+        )
+        if case_ids is None:
+            rows = self.predictions["row"].to_numpy()
+        else:
+            ids = [str(c) for c in ([case_ids] if isinstance(case_ids, str) else case_ids)]
+            unknown = [c for c in ids if c not in rows_by_case.index]
+            if unknown:
+                raise KeyError(f"Unknown case id(s) {unknown[:5]}.")
+            rows = rows_by_case.loc[ids].to_numpy()
+        return store.maps(method, rows, batch_size)
+
+    # ------------------------------------------------------------------ outputs
+    def report_data(self) -> dict[str, Any]:
+        """The report's content as plain data (what the HTML shows and the JSON twin holds)."""
+        from ..report.content import build_report_data
+
+        return build_report_data(self)
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """The JSON twin of the report: every number it shows (no images)."""
+        from ..report.content import strip_images
+
+        return dumps(strip_images(self.report_data()), indent=indent)
+
+    def report(self, path: str | Path | None = None, *, pdf: bool = False) -> Path:
+        """Write the self-contained HTML report (and its JSON twin next to it).
+
+        Parameters
+        ----------
+        path : str or Path, optional
+            Default ``result_dir/report.html``.
+        pdf : bool, default False
+            Also print it to PDF with headless Chromium (needs playwright and Chromium).
+
+        Returns
+        -------
+        Path
+            The HTML file; the twin is the same path with ``.json``.
+        """
+        from ..report import write_report
+
+        if path is None:
+            if self.result_dir is None:
+                raise ValueError("Give a report path (the result has no folder).")
+            path = self.result_dir / "report.html"
+        return write_report(self, path, pdf=pdf)
+
+    def __repr__(self) -> str:
+        n = len(self.predictions)
+        return (
+            f"AuditResult({self.name!r}, images={n}, methods={self.method_names}, "
+            f"findings={len(self.findings)}, result_dir={str(self.result_dir)!r})"
+        )
+
+
+class _Empty(dict):
+    def __enter__(self) -> _Empty:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

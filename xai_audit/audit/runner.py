@@ -1,0 +1,571 @@
+"""The :class:`Audit`: from a model and a manifest to a saved :class:`AuditResult`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..model import ModelAdapter
+from . import aggregate, provenance
+from ._io import sha256_json
+from .batch import BatchTask, MethodSpec, compute_batch
+from .config import (
+    QualityConfig,
+    check_methods,
+    check_threshold,
+    check_tolerance,
+    normalise_threshold,
+)
+from .findings import collect_findings
+from .result import AuditResult
+from .store import ShardStore
+
+log = logging.getLogger(__name__)
+
+#: ``on_batch(k, n_batches, status)`` with status ``"computed"`` or ``"reused"``.
+BatchCallback = Callable[[int, int, str], None]
+
+
+def _methods(methods: Any) -> tuple[MethodSpec, ...]:
+    if isinstance(methods, str):
+        return (MethodSpec(methods),)
+    if isinstance(methods, Mapping):
+        return tuple(MethodSpec.parse(str(k), dict(v or {})) for k, v in methods.items())
+    out = []
+    for m in methods:
+        out.append(m if isinstance(m, MethodSpec) else MethodSpec(str(m)))
+    return tuple(out)
+
+
+class Audit:
+    """One audit of a model on a data set: predictions, explanations, checks, subgroups.
+
+    Parameters
+    ----------
+    model : ModelAdapter
+        The wrapped classifier (binary audits use ``model.positive_index``).
+    data : Manifest or str or Path
+        A :class:`~xai_audit.data.Manifest` or the path of a manifest CSV.
+    sensitive : sequence of str
+        Attribute columns to audit.
+    methods : sequence of str or mapping of str to dict, default ("gradcam",)
+        Attribution methods, optionally with parameters (``{"integrated_gradients":
+        {"n_steps": 32}}``).
+    threshold : float, str or (rule, target), default "youden"
+        Operating threshold or rule (see :func:`xai_audit.fairness.evaluate_subgroups`).
+    tolerance : float or dict, default 0.05
+        Largest acceptable disparity (absolute difference) before a flag.
+    intersections : bool or list of pairs, default True
+    min_group_size, n_boot, ci, seed
+        Subgroup analysis settings (bootstrap resamples are patient-level when the manifest
+        has a patient id).
+    batch_size : int, optional
+        Images per batch (and per shard); default the model's batch size.
+    quality : QualityConfig or dict, optional
+        Explanation-trust checks (see :class:`~xai_audit.audit.config.QualityConfig`).
+    exemplars_per_cell : int, default 2
+        Gallery cases per (subgroup, outcome).
+    thumbnail_size : int, default 96
+        Long side of stored exemplar thumbnails, pixels.
+    model_card : dict, optional
+        Intended use, intended users, out-of-scope use, training data, limitations, ...
+    name : str, optional
+        Title of the audit.
+    output_dir : str or Path, optional
+        Result folder; default ``audits/<model hash>-<data hash>`` so that a rerun resumes.
+    fresh : bool, default False
+        Discard finished batches of an earlier run.
+    config : dict, optional
+        The config the audit came from (recorded in the provenance).
+    on_batch : callable, optional
+        ``on_batch(k, n_batches, status)`` after each batch (progress, tests).
+
+    Examples
+    --------
+    >>> result = Audit(model, manifest, sensitive=["sex", "age_group"],
+    ...                methods=["gradcam", "integrated_gradients"]).run()
+    >>> result.report("reports/audit.html")
+    """
+
+    def __init__(
+        self,
+        model: ModelAdapter,
+        data: Any,
+        sensitive: Sequence[str] = (),
+        methods: Any = ("gradcam",),
+        *,
+        threshold: Any = "youden",
+        tolerance: float | dict[str, float] = 0.05,
+        intersections: bool | Sequence[Sequence[str]] = True,
+        min_group_size: int = 30,
+        n_boot: int = 1000,
+        ci: float = 0.95,
+        seed: int = 0,
+        batch_size: int | None = None,
+        quality: QualityConfig | Mapping[str, Any] | None = None,
+        exemplars_per_cell: int = 2,
+        thumbnail_size: int = 96,
+        model_card: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        output_dir: str | Path | None = None,
+        fresh: bool = False,
+        config: Mapping[str, Any] | None = None,
+        on_batch: BatchCallback | None = None,
+    ) -> None:
+        if isinstance(data, (str, Path)):
+            from ..data import load_manifest
+
+            data = load_manifest(data)
+        self.model = model
+        self.data = data
+        self.sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
+        self.methods = _methods(methods)
+        self.threshold = normalise_threshold(threshold)
+        self.tolerance = tolerance
+        self.intersections = (
+            intersections if isinstance(intersections, bool) else [tuple(p) for p in intersections]
+        )
+        self.min_group_size = int(min_group_size)
+        self.n_boot = int(n_boot)
+        self.ci = float(ci)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size or model.batch_size)
+        if quality is None:
+            quality = QualityConfig()
+        elif isinstance(quality, Mapping):
+            quality = QualityConfig(**quality)
+        self.quality = quality
+        self.exemplars_per_cell = int(exemplars_per_cell)
+        self.thumbnail_size = int(thumbnail_size)
+        self.model_card = dict(model_card or {})
+        self.name = name or f"Audit of {model.name}"
+        self.fresh = fresh
+        self.on_batch = on_batch
+        self._config = dict(config) if config is not None else None
+        self._output_dir = Path(output_dir) if output_dir is not None else None
+        self._validate()
+
+    # ------------------------------------------------------------------ checks
+    def _validate(self) -> None:
+        """Every problem with the settings, raised together before any computation."""
+        from .config import ConfigError
+
+        problems = []
+        attrs = list(self.data.attribute_cols) + [
+            c for c in self.data.table.columns if c not in self.data.attribute_cols
+        ]
+        if not self.sensitive:
+            problems.append("sensitive: give at least one attribute column")
+        missing = [a for a in self.sensitive if a not in self.data.table.columns]
+        if missing:
+            problems.append(
+                f"sensitive attributes {missing} are not manifest columns; available: {attrs}"
+            )
+        if len(self.data.label_cols) != 1:
+            problems.append(
+                f"the audit needs exactly one label column; the manifest has {self.data.label_cols}"
+            )
+        problems += check_methods({m.name: m.params for m in self.methods})
+        problems += [
+            f"methods: {m.name}: max_images must be >= 1, got {m.max_images}"
+            for m in self.methods
+            if m.max_images is not None and m.max_images < 1
+        ]
+        msg = check_threshold(self.threshold)
+        if msg:
+            problems.append(msg)
+        problems += check_tolerance(self.tolerance)
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        try:
+            self.model.positive_index  # noqa: B018 - raises for ambiguous multi-class models
+        except (ValueError, RuntimeError) as exc:
+            problems.append(f"model: {exc}")
+        if problems:
+            raise ConfigError(problems, "Audit")
+
+    # ------------------------------------------------------------------ hashes
+    @property
+    def task(self) -> BatchTask:
+        """The per-batch work (what shapes a shard)."""
+        if getattr(self, "_task", None) is None:
+            q = self.quality
+            rows = {
+                m.name: tuple(int(r) for r in self._explain_sample(m.max_images))
+                for m in self.methods
+                if m.max_images is not None and m.max_images < len(self.data)
+            }
+            self._task = BatchTask(
+                methods=self.methods,
+                target=int(self.model.positive_index),
+                shortcut_region=q.shortcut_region,
+                localisation=bool(q.localisation and self.data.mask_col),
+                explain_rows=rows,
+            )
+        return self._task
+
+    def _explain_sample(self, size: int) -> np.ndarray:
+        """Seeded rows balanced across label x subgroup strata (for ``max_images``)."""
+        table = self.data.table
+        key = (
+            table[self.sensitive]
+            .astype(object)
+            .where(table[self.sensitive].notna(), "missing")
+            .astype(str)
+        )
+        strata = key.agg("|".join, axis=1) + "|" + self.data.label.astype(int).astype(str)
+        rng = np.random.default_rng(self.seed)
+        pools = [
+            list(rng.permutation(np.flatnonzero((strata == s).to_numpy())))
+            for s in sorted(strata.unique())
+        ]
+        chosen: list[int] = []
+        while len(chosen) < size and any(pools):
+            for pool in pools:
+                if pool and len(chosen) < size:
+                    chosen.append(int(pool.pop()))
+        return np.sort(np.asarray(chosen, dtype=np.int64))
+
+    def settings(self) -> dict[str, Any]:
+        """The audit's settings as plain data."""
+        q = asdict(self.quality) if is_dataclass(self.quality) else dict(self.quality)
+        return {
+            "name": self.name,
+            "attributes": self.sensitive,
+            "methods": {
+                m.name: {**m.params, **({"max_images": m.max_images} if m.max_images else {})}
+                for m in self.methods
+            },
+            "threshold": self.threshold,
+            "tolerance": self.tolerance,
+            "intersections": self.intersections,
+            "min_group_size": self.min_group_size,
+            "n_boot": self.n_boot,
+            "ci": self.ci,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "quality": q,
+            "exemplars_per_cell": self.exemplars_per_cell,
+        }
+
+    @property
+    def output_dir(self) -> Path:
+        """The result folder."""
+        if self._output_dir is None:
+            key = sha256_json(
+                [self.model.model_hash(), self.data.content_hash(), self.task.to_dict()]
+            )
+            self._output_dir = Path("audits") / f"audit-{key[:12]}"
+        return self._output_dir
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> AuditResult:
+        """Run the audit (resuming finished batches) and save the result.
+
+        Returns
+        -------
+        AuditResult
+            Saved in :attr:`output_dir`.
+
+        Raises
+        ------
+        Exception, KeyboardInterrupt
+            Whatever interrupted the run, after every finished batch was kept; running
+            again with the same settings resumes from there.
+        """
+        t_start = time.perf_counter()
+        started = provenance.utc_now()
+        task = self.task
+        hashes = {
+            "model_hash": self.model.model_hash(),
+            "data_hash": self.data.content_hash(),
+            "task_hash": sha256_json(task.to_dict()),
+        }
+        n = len(self.data)
+        state = {
+            **hashes,
+            "batch_size": self.batch_size,
+            "n_rows": n,
+            "xai_audit": __version__,
+            "methods": [m.name for m in self.methods],
+        }
+        store = ShardStore(self.output_dir)
+        store.open(state, fresh=self.fresh)
+        n_batches = (n + self.batch_size - 1) // self.batch_size
+        todo = [k for k in range(n_batches) if not store.has(k)]
+        reused = n_batches - len(todo)
+        log.info(
+            "Audit %r: %d images, %d batches (%d to compute) in %s",
+            self.name,
+            n,
+            n_batches,
+            len(todo),
+            self.output_dir,
+        )
+        if self.on_batch is not None:
+            for k in range(n_batches):
+                if k not in set(todo):
+                    self.on_batch(k, n_batches, "reused")
+        t_batches = time.perf_counter()
+        self._run_batches(store, task, todo, n_batches)
+        t_batches = time.perf_counter() - t_batches
+
+        t_agg = time.perf_counter()
+        result = self._aggregate(store, task, hashes, started)
+        result.provenance["timings_s"].update(
+            {
+                "batches": round(t_batches, 4),
+                "aggregation": round(time.perf_counter() - t_agg, 4),
+                "total": round(time.perf_counter() - t_start, 4),
+            }
+        )
+        result.provenance["batches"] = {"total": n_batches, "computed": len(todo), "reused": reused}
+        result.save(self.output_dir)
+        log.info("Audit result saved in %s", self.output_dir)
+        return result
+
+    def _load(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        rows = np.arange(k * self.batch_size, min((k + 1) * self.batch_size, len(self.data)))
+        images = self.data.load_images(rows)
+        masks = self.data.load_masks(rows) if self.task.localisation else None
+        return rows, images, masks
+
+    def _run_batches(
+        self, store: ShardStore, task: BatchTask, todo: list[int], n_batches: int
+    ) -> None:
+        done = 0
+        # Load the next batch's images in a thread while the model works on this one.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._load, todo[0]) if todo else None
+            try:
+                for i, k in enumerate(todo):
+                    rows, images, masks = pending.result()  # type: ignore[union-attr]
+                    pending = pool.submit(self._load, todo[i + 1]) if i + 1 < len(todo) else None
+                    arrays = compute_batch(self.model, images, rows, task, masks=masks)
+                    store.write(k, arrays)
+                    done += 1
+                    if self.on_batch is not None:
+                        self.on_batch(k, n_batches, "computed")
+            except BaseException as exc:
+                if pending is not None:
+                    pending.cancel()
+                finished = len(store.finished())
+                msg = (
+                    f"The audit stopped after {finished} of {n_batches} batches; the finished "
+                    f"batches are kept in {store.shard_dir} and running it again with the same "
+                    "settings resumes from there."
+                )
+                log.error(msg)
+                if hasattr(exc, "add_note"):
+                    exc.add_note(msg)
+                raise
+
+    def _aggregate(
+        self, store: ShardStore, task: BatchTask, hashes: dict[str, str], started: str
+    ) -> AuditResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        tables = aggregate.read_tables(store, len(self.data))
+        shard_timing = tables.pop("_timing")  # type: ignore[arg-type]
+        scores = tables["scores"][:, self.model.positive_index].astype(np.float64)
+        label_name = self.model.class_names[self.model.positive_index]
+        patient_ids = self.data.patient_ids
+
+        import pandas as pd
+
+        base = pd.DataFrame({"label": self.data.label.astype(np.int64), "score": scores})
+        for col in self.sensitive:
+            base[col] = self.data.table[col].to_numpy(dtype=object)
+        subgroups = aggregate.subgroup_section(
+            base,
+            self.sensitive,
+            patient_ids,
+            threshold=self.threshold,
+            intersections=self.intersections,
+            n_boot=self.n_boot,
+            ci=self.ci,
+            min_group_size=self.min_group_size,
+            tolerance=self.tolerance,
+            seed=self.seed,
+            label_name=label_name,
+        )
+        threshold = float(subgroups["threshold"]["value"])
+        pred = aggregate.predictions_table(self.data, self.sensitive, scores, threshold)
+        timings["subgroups"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        quality = aggregate.quality_section(
+            self.model,
+            self.data,
+            store,
+            task,
+            tables,
+            pred,
+            self.sensitive,
+            self.quality,
+            batch_size=self.batch_size,
+            ci=self.ci,
+            seed=self.seed,
+        )
+        timings["quality"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        methods = [m.name for m in task.methods]
+        means = aggregate.mean_maps(store, methods, pred["outcome"].to_numpy())
+        explained = {m: store.explained_rows(m) for m in methods}
+        preferred = np.ones(len(pred), dtype=bool)
+        for rows in explained.values():
+            preferred &= np.isin(np.arange(len(pred)), rows)
+        ex_table = aggregate.select_exemplars(
+            pred, self.sensitive, self.exemplars_per_cell, self.seed, preferred
+        )
+        ex_arrays = aggregate.exemplar_arrays(
+            self.model,
+            self.data,
+            store,
+            ex_table,
+            task,
+            explained,
+            self.batch_size,
+            self.thumbnail_size,
+        )
+        timings["exemplars"] = time.perf_counter() - t0
+        timings["predict"] = shard_timing.get("seconds_predict", 0.0)
+        for m in methods:
+            timings[f"explain_{m}"] = shard_timing.get(f"seconds__{m}", 0.0)
+
+        data_summary = self._data_summary(pred, tables, hashes["data_hash"])
+        model_info = self._model_info(hashes["model_hash"])
+        findings = collect_findings(
+            subgroups["flags"],
+            subgroups["warnings"],
+            quality,
+            data_summary,
+            quality["region"]["description"],
+        )
+        settings = self.settings()
+        config = self._config if self._config is not None else settings
+        hashes = {**hashes, "config_hash": sha256_json(config)}
+        prov = provenance.collect(
+            seeds={
+                "audit": self.seed,
+                "bootstrap": self.seed,
+                "quality_sample": self.seed,
+                "randomisation": self.seed,
+                "exemplars": self.seed,
+            },
+            hashes=hashes,
+            timings=timings,
+            device=str(self.model.device),
+            started=started,
+            batches={},
+        )
+        return AuditResult(
+            name=self.name,
+            config={**config, "settings": settings} if self._config is not None else settings,
+            provenance=prov,
+            model_info=model_info,
+            data_summary=data_summary,
+            predictions=pred,
+            subgroups=subgroups,
+            quality=quality,
+            findings=findings,
+            exemplars={"table": ex_table, **ex_arrays},
+            mean_maps=means,
+            methods=self._method_info(),
+            result_dir=self.output_dir,
+        )
+
+    # ------------------------------------------------------------------ summaries
+    def _method_info(self) -> list[dict[str, Any]]:
+        from ..explain import get_method
+
+        out = []
+        for m in self.methods:
+            cls = get_method(m.name)
+            params = {**cls.defaults, **m.params}
+            out.append(
+                {
+                    "name": m.name,
+                    "max_images": m.max_images,
+                    "params": {
+                        k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+                        for k, v in params.items()
+                    },
+                    "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+                    "seconds": None,
+                }
+            )
+        return out
+
+    def _model_info(self, model_hash: str) -> dict[str, Any]:
+        info = self.model.describe()
+        info["sha256"] = model_hash
+        info["positive_class"] = self.model.class_names[self.model.positive_index]
+        card = {
+            k: self.model_card.get(k)
+            for k in (
+                "name",
+                "version",
+                "intended_use",
+                "intended_users",
+                "out_of_scope_use",
+                "training_data",
+                "limitations",
+            )
+        }
+        if card.get("name"):
+            info["name"] = card["name"]
+        if card.get("version"):
+            info["version"] = card["version"]
+        info["card"] = card
+        return info
+
+    def _data_summary(
+        self, pred: Any, tables: dict[str, np.ndarray], data_hash: str
+    ) -> dict[str, Any]:
+        m = self.data
+        pids = m.patient_ids
+        sizes = {}
+        missing = {}
+        for col in self.sensitive:
+            s = m.table[col]
+            missing[col] = int(s.isna().sum())
+            counts = (
+                s.astype(object).where(s.notna(), "missing").astype(str).value_counts().sort_index()
+            )
+            sizes[col] = {str(k): int(v) for k, v in counts.items()}
+        shape = None
+        if len(m):
+            shape = list(m.load_image(0).shape)
+        return {
+            "n_images": int(len(m)),
+            "n_patients": int(pd_nunique(pids)) if pids is not None else None,
+            "n_positive": int(pred["label"].sum()),
+            "prevalence": float(pred["label"].mean()) if len(pred) else None,
+            "label": m.label_cols[0],
+            "positive_class": self.model.class_names[self.model.positive_index],
+            "attributes": list(self.sensitive),
+            "subgroup_sizes": sizes,
+            "missing_attributes": missing,
+            "n_with_mask": int(np.asarray(tables.get("has_mask", np.zeros(0, bool))).sum()),
+            "image_shape": shape,
+            "data_hash": data_hash,
+            "patient_level_bootstrap": pids is not None,
+        }
+
+
+def pd_nunique(values: np.ndarray) -> int:
+    """Distinct non-missing values (patients); rows without an id count as their own."""
+    import pandas as pd
+
+    s = pd.Series(values, dtype=object)
+    return int(s.nunique(dropna=True) + s.isna().sum())
