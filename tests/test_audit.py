@@ -300,3 +300,24 @@ def test_audit_api_errors_are_collected(data) -> None:
         )
     text = str(info.value)
     assert "race" in text and "magic" in text and "tolerance" in text
+
+
+def test_sanity_random_label_step_explains_the_other_class():
+    """The audit's explainer wrapper must honour the targets the sanity check passes.
+
+    It once ignored them, so the random-label step compared a class's maps with themselves
+    (Spearman 1.0) and the report wrongly said Grad-CAM was not class-specific.
+    """
+    from xai_audit.audit.aggregate import _sanity
+    from xai_audit.audit.batch import MethodSpec
+    from xai_audit.datasets import make_synthetic_cxr
+    from xai_audit.model import load_demo_model
+    from xai_audit.quality import sanity_check
+
+    model = load_demo_model(device="cpu")
+    images = make_synthetic_cxr(6, seed=3).images
+    out = _sanity(model, images, MethodSpec("gradcam", {}), 1, 0, sanity_check)
+    check = out["label_check"].set_index("method").loc["gradcam"]
+    # Two-class softmax head: the other logit's Grad-CAM highlights different regions.
+    assert check["spearman_median"] < 0.5
+    assert bool(check["class_sensitive"])

@@ -118,11 +118,16 @@ def sha256_rows(rows: tuple[int, ...]) -> str:
 
 
 def explain_maps(
-    model: ModelAdapter, images: np.ndarray, spec: MethodSpec, target: int
+    model: ModelAdapter, images: np.ndarray, spec: MethodSpec, target: int | np.ndarray
 ) -> np.ndarray:
-    """Attribution maps ``N x *spatial`` (float32) of one method for one batch."""
+    """Attribution maps ``N x *spatial`` (float32) of one method for one batch.
+
+    ``target`` is one class for every image or one class per image.
+    """
     from ..explain import explain
 
+    if isinstance(target, np.ndarray):
+        target = [int(t) for t in target]
     attribution = explain(model, images, spec.name, target=target, **spec.params)
     maps = np.asarray(attribution.maps, dtype=np.float32)
     if maps.ndim == images.ndim:  # N x 1 x H x W from a method that keeps a channel
