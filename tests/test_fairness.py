@@ -318,8 +318,8 @@ def test_nothing_crashes_on_tiny_or_one_class_data() -> None:
 def _demo_like(seed: int, gap: bool, n_patients: int = 1500) -> tuple[pd.DataFrame, float]:
     """Mimics the ground-truth demo: patients with 1-3 images, lesions fainter in age 65+.
 
-    TODO: re-point at the real generator (xai_audit.datasets demo + control) and the demo model
-    once they exist.
+    A fast, model-free simulation; the same checks on the real generator and the bundled
+    demo model are in ``tests/test_fairness_demo.py``.
     """
     rng = np.random.default_rng(seed)
     n_img = rng.integers(1, 4, n_patients)
@@ -444,3 +444,26 @@ def test_multilabel_tables_json_and_plots() -> None:
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_best_vs_worst_interval_accounts_for_choosing_the_groups() -> None:
+    from xai_audit.fairness.disparity import range_interval
+
+    # No sampling noise: the interval collapses on the true gap.
+    fixed = np.tile([0.9, 0.8, 0.7], (200, 1))
+    assert range_interval(fixed, 0.2, 0.95) == pytest.approx((0.2, 0.2))
+    # Nine equal groups (true gap 0) measured with noise: the percentile interval of the
+    # point-selected pair often excludes small gaps; the selection-aware interval rarely does.
+    rng = np.random.default_rng(0)
+    sd, tol, false_basic, false_fixed = 0.03, 0.05, 0, 0
+    for _ in range(200):
+        observed = rng.normal(0.8, sd, 9)
+        reps = observed + rng.normal(0, sd, (500, 9))
+        gap = observed.max() - observed.min()
+        lo, _ = range_interval(reps, gap, 0.95)
+        best, worst = observed.argmax(), observed.argmin()
+        fixed_lo = np.percentile(reps[:, best] - reps[:, worst], 2.5)
+        false_basic += lo > tol
+        false_fixed += fixed_lo > tol
+    assert false_basic <= 0.05 * 200
+    assert false_basic < false_fixed

@@ -201,15 +201,44 @@ def gap_tables(
                             worst_value=point[li, worst, mi],
                         )
                     if replicates is not None and replicates.shape[0]:
-                        # Best and worst are fixed by the point estimates; their difference is
-                        # taken within each resample.
-                        gap_reps = direction * (
-                            replicates[:, li, best, mi] - replicates[:, li, worst, mi]
+                        record.update(
+                            zip(
+                                ("max_gap_ci_low", "max_gap_ci_high"),
+                                range_interval(
+                                    direction * replicates[:, li, cand, mi],
+                                    record["max_gap"],
+                                    ci,
+                                ),
+                            )
                         )
-                        lo, hi = percentile_interval(gap_reps[:, None], ci)
-                        record.update(max_gap_ci_low=lo[0], max_gap_ci_high=hi[0])
                 bw_rows.append(record)
     return to_overall, pd.DataFrame(bw_rows)
+
+
+def range_interval(
+    group_replicates: np.ndarray, observed: float, ci: float
+) -> tuple[float, float]:
+    """Bias-corrected bootstrap interval of the best-minus-worst gap across groups.
+
+    The best and worst groups are chosen by the data, so the observed range is biased
+    upwards (with several equal groups it is still > 0). Re-selecting them inside every
+    resample gives the bootstrap distribution of the range itself, and the basic bootstrap
+    interval ``[2 * observed - q_high, 2 * observed - q_low]`` removes the extra upward
+    shift that the selection puts into the resampled ranges. Holding the groups fixed and
+    taking the percentile interval instead flagged equal groups on control data.
+
+    Parameters
+    ----------
+    group_replicates : ndarray ``(n_resamples, n_groups)``
+        Metric replicates per group, oriented so that higher is better.
+    observed : float
+        The point estimate of best minus worst.
+    ci : float
+        Interval level.
+    """
+    reps = np.nanmax(group_replicates, axis=1) - np.nanmin(group_replicates, axis=1)
+    q_lo, q_hi = percentile_interval(reps[:, None], ci)
+    return float(2 * observed - q_hi[0]), float(2 * observed - q_lo[0])
 
 
 def make_flags(

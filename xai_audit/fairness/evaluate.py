@@ -33,7 +33,11 @@ from .metrics import frame_values, group_status, metric_frame
 from .result import SubgroupResult
 from .threshold import ThresholdChoice, choose_threshold
 
-DEFAULT_FLAG_METRICS = ("sensitivity", "specificity", "auroc", "ece")
+#: ECE is reported per group with CIs but does not raise flags by default: binned ECE is
+#: biased upwards by an amount that depends on the group's size and score distribution, and
+#: the bootstrap does not remove that bias, so an ECE gap between groups is not clean evidence
+#: of a calibration disparity. Pass ``flag_metrics=(..., "ece")`` to flag it anyway.
+DEFAULT_FLAG_METRICS = ("sensitivity", "specificity", "auroc")
 
 
 def _thresholds(
@@ -126,7 +130,8 @@ def evaluate_subgroups(
     tolerance : float or dict
         Allowed gap per metric (absolute difference); default 0.05.
     flag_metrics : sequence of str
-        Metrics whose gaps can raise flags.
+        Metrics whose gaps can raise flags (default sensitivity, specificity, AUROC; see
+        ``DEFAULT_FLAG_METRICS`` for why ECE is not among them).
     label_names : sequence of str, optional
         Names of the labels.
     n_bins : int
