@@ -65,8 +65,11 @@ def shortcut_evidence(net: nn.Module, data) -> dict[str, float]:
     removed = data.images[marked].copy()
     removed[:, :, rows, cols] = data.images[marked][:, :, rows, mirror]
     drop = predict(net, data.images[marked]) - predict(net, removed)
-    clean_neg = np.flatnonzero((meta["marker"].to_numpy() == 0) & (meta["label"].to_numpy() == 0)
-                               & (meta["site"].to_numpy() != "C"))
+    clean_neg = np.flatnonzero(
+        (meta["marker"].to_numpy() == 0)
+        & (meta["label"].to_numpy() == 0)
+        & (meta["site"].to_numpy() != "C")
+    )
     pasted = data.images[clean_neg].copy()
     pasted[:, :, rows, cols] = data.images[marked[0]][:, rows, cols][None]
     rise = predict(net, pasted) - predict(net, data.images[clean_neg])
@@ -122,8 +125,10 @@ def main(argv: list[str] | None = None) -> None:
             sched.step()
             total += float(loss) * len(idx)
         val_auc = roc_auc_score(val.metadata["label"], predict(net, val.images))
-        print(f"epoch {epoch + 1}/{args.epochs} loss {total / args.n_train:.4f} "
-              f"val AUROC {val_auc:.4f} ({time.perf_counter() - t_train:.0f}s)")
+        print(
+            f"epoch {epoch + 1}/{args.epochs} loss {total / args.n_train:.4f} "
+            f"val AUROC {val_auc:.4f} ({time.perf_counter() - t_train:.0f}s)"
+        )
     train_seconds = time.perf_counter() - t_train
 
     # Operating threshold: Youden's J on the validation set.
@@ -140,8 +145,9 @@ def main(argv: list[str] | None = None) -> None:
         for g in sorted(meta["age_group"].unique())
     }
     auroc_by_site = {
-        s: float(roc_auc_score(y[(meta["site"] == s).to_numpy()],
-                               scores[(meta["site"] == s).to_numpy()]))
+        s: float(
+            roc_auc_score(y[(meta["site"] == s).to_numpy()], scores[(meta["site"] == s).to_numpy()])
+        )
         for s in sorted(meta["site"].unique())
     }
     evidence = shortcut_evidence(net, test)
@@ -158,11 +164,15 @@ def main(argv: list[str] | None = None) -> None:
             "script": "scripts/train_demo_model.py",
             "seed": args.seed,
             "data_seeds": data_seeds,
-            "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
-            "epochs": args.epochs, "optimizer": "AdamW lr 3e-3 one-cycle, wd 1e-4, batch 64",
+            "n_train": args.n_train,
+            "n_val": args.n_val,
+            "n_test": args.n_test,
+            "epochs": args.epochs,
+            "optimizer": "AdamW lr 3e-3 one-cycle, wd 1e-4, batch 64",
             "augmentation": "none (flips would move the corner marker)",
             "seconds": round(train_seconds, 1),
-            "torch": torch.__version__, "python": platform.python_version(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
         },
         "test_metrics": {
             "auroc": float(roc_auc_score(y, scores)),

@@ -21,8 +21,13 @@ def _audit(seed: int, control: bool):
     scores = load_demo_model(device="cpu").positive_scores(data.images, batch_size=128)
     meta = data.metadata
     return evaluate_subgroups(
-        meta["label"], scores, meta[ATTRIBUTES], patient_id=meta["patient_id"],
-        threshold="youden", n_boot=500, random_state=seed,
+        meta["label"],
+        scores,
+        meta[ATTRIBUTES],
+        patient_id=meta["patient_id"],
+        threshold="youden",
+        n_boot=500,
+        random_state=seed,
     ), data
 
 

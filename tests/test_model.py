@@ -201,10 +201,13 @@ def test_target_layer_skips_reused_inplace_modules():
     assert adapter.predict_proba(torch.rand(3, 1, 8, 8)).shape == (3, 2)
 
 
-@pytest.mark.parametrize("spatial_dims,shape,expected", [
-    (2, (2, 1, 64, 64), "class_layers.relu"),
-    (3, (2, 1, 32, 32, 32), "features.transition3.conv"),
-])
+@pytest.mark.parametrize(
+    "spatial_dims,shape,expected",
+    [
+        (2, (2, 1, 64, 64), "class_layers.relu"),
+        (3, (2, 1, 32, 32, 32), "features.transition3.conv"),
+    ],
+)
 def test_monai_densenet121_2d_and_3d(spatial_dims, shape, expected):
     net = DenseNet121(spatial_dims=spatial_dims, in_channels=1, out_channels=3).eval()
     adapter = ModelAdapter(net, device="cpu", batch_size=1)

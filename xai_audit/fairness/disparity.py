@@ -215,9 +215,7 @@ def gap_tables(
     return to_overall, pd.DataFrame(bw_rows)
 
 
-def range_interval(
-    group_replicates: np.ndarray, observed: float, ci: float
-) -> tuple[float, float]:
+def range_interval(group_replicates: np.ndarray, observed: float, ci: float) -> tuple[float, float]:
     """Bias-corrected bootstrap interval of the best-minus-worst gap across groups.
 
     The best and worst groups are chosen by the data, so the observed range is biased

@@ -255,8 +255,9 @@ class ModelAdapter:
             return torch.sigmoid(logits)
         return logits
 
-    def _predict(self, images: Any, *, activation: bool, batch_size: int | None,
-                 progress: bool | None) -> np.ndarray:
+    def _predict(
+        self, images: Any, *, activation: bool, batch_size: int | None, progress: bool | None
+    ) -> np.ndarray:
         batch_size = batch_size or self.batch_size
         total = n_items(images)
         n_batches = math.ceil(total / batch_size) if total is not None else None
@@ -292,8 +293,9 @@ class ModelAdapter:
             raise ValueError("No images were given.")
         return np.concatenate(outputs, axis=0)
 
-    def predict_logits(self, images: Any, *, batch_size: int | None = None,
-                       progress: bool | None = None) -> np.ndarray:
+    def predict_logits(
+        self, images: Any, *, batch_size: int | None = None, progress: bool | None = None
+    ) -> np.ndarray:
         """Raw model outputs ``N x K`` as float32 numpy, batched, without gradients.
 
         Parameters
@@ -307,13 +309,20 @@ class ModelAdapter:
         """
         return self._predict(images, activation=False, batch_size=batch_size, progress=progress)
 
-    def predict_proba(self, images: Any, *, batch_size: int | None = None,
-                      progress: bool | None = None) -> np.ndarray:
+    def predict_proba(
+        self, images: Any, *, batch_size: int | None = None, progress: bool | None = None
+    ) -> np.ndarray:
         """Scores ``N x K`` after the output activation (probabilities for softmax/sigmoid)."""
         return self._predict(images, activation=True, batch_size=batch_size, progress=progress)
 
-    def predict(self, images: Any, *, threshold: float = 0.5, batch_size: int | None = None,
-                progress: bool | None = None) -> np.ndarray:
+    def predict(
+        self,
+        images: Any,
+        *,
+        threshold: float = 0.5,
+        batch_size: int | None = None,
+        progress: bool | None = None,
+    ) -> np.ndarray:
         """Predicted class indices ``N`` (or ``N x K`` 0/1 labels for multi-label models)."""
         scores = self.predict_proba(images, batch_size=batch_size, progress=progress)
         if self.multi_label or scores.shape[1] == 1:
@@ -345,7 +354,7 @@ class ModelAdapter:
             # Names are reported relative to the user's model, not the preprocessing wrapper.
             name, module = self._target_layer
             if name.startswith("model."):
-                self._target_layer = (name[len("model."):], module)
+                self._target_layer = (name[len("model.") :], module)
         return self._target_layer
 
     @property
@@ -366,13 +375,17 @@ class ModelAdapter:
         linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
         captured: list[torch.Tensor] = []
         if linears:
+
             def hook(_m, inputs, _out):
                 captured.append(inputs[0].detach().flatten(1).float().cpu())
+
             module = linears[-1]
         else:
+
             def hook(_m, _inputs, out):
                 out = self.reshape_transform(out) if self.reshape_transform else out
                 captured.append(out.detach().flatten(2).mean(dim=2).float().cpu())
+
             module = None
         batch_size = batch_size or self.batch_size
         with eval_mode(self.model), torch.inference_mode():

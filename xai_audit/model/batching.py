@@ -19,8 +19,10 @@ def _as_tensor(batch: Any) -> torch.Tensor:
         batch = batch["image"]
     elif isinstance(batch, (tuple, list)) and batch and not np.isscalar(batch[0]):
         first = batch[0]
-        if isinstance(first, (torch.Tensor, np.ndarray)) and len(batch) <= 4 and (
-            not isinstance(first, np.ndarray) or first.ndim >= 3
+        if (
+            isinstance(first, (torch.Tensor, np.ndarray))
+            and len(batch) <= 4
+            and (not isinstance(first, np.ndarray) or first.ndim >= 3)
         ):
             # (images, labels, ...) tuples as yielded by most DataLoaders.
             batch = first

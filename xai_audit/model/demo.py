@@ -88,7 +88,9 @@ def load_demo_network(weights: str | Path | None = None) -> DemoCNN:
     return net.eval()
 
 
-def load_demo_model(weights: str | Path | None = None, *, device: str | None = None) -> ModelAdapter:
+def load_demo_model(
+    weights: str | Path | None = None, *, device: str | None = None
+) -> ModelAdapter:
     """The bundled demo model wrapped in a :class:`ModelAdapter` (classes: normal, lesion)."""
     card = demo_model_card() if weights is None else {}
     return ModelAdapter(

@@ -98,17 +98,27 @@ def relevance_ranks(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return ranks
 
 
-def resolve_patch_size(patch_size: int | Sequence[int] | str | None, spatial: Sequence[int]) -> tuple[int, ...]:
+def resolve_patch_size(
+    patch_size: int | Sequence[int] | str | None, spatial: Sequence[int]
+) -> tuple[int, ...]:
     """Patch side per spatial axis; ``"auto"`` = 1/16 of each side (8 px at 128 px)."""
     if patch_size is None:
         return (1,) * len(spatial)
     if isinstance(patch_size, str):
         if patch_size != "auto":
-            raise ValueError(f"patch_size must be an int, a tuple, None or 'auto'; got {patch_size!r}.")
+            raise ValueError(
+                f"patch_size must be an int, a tuple, None or 'auto'; got {patch_size!r}."
+            )
         return tuple(max(1, round(side / 16)) for side in spatial)
-    sizes = (int(patch_size),) * len(spatial) if np.isscalar(patch_size) else tuple(map(int, patch_size))
+    sizes = (
+        (int(patch_size),) * len(spatial)
+        if np.isscalar(patch_size)
+        else tuple(map(int, patch_size))
+    )
     if len(sizes) != len(spatial) or min(sizes) < 1:
-        raise ValueError(f"patch_size {patch_size!r} does not fit images of spatial shape {tuple(spatial)}.")
+        raise ValueError(
+            f"patch_size {patch_size!r} does not fit images of spatial shape {tuple(spatial)}."
+        )
     return sizes
 
 
