@@ -321,3 +321,20 @@ def test_sanity_random_label_step_explains_the_other_class():
     # Two-class softmax head: the other logit's Grad-CAM highlights different regions.
     assert check["spearman_median"] < 0.5
     assert bool(check["class_sensitive"])
+
+
+def test_result_opens_widgets_on_its_stored_maps(full_run: AuditResult, data) -> None:
+    """The widgets read the result's numbers: stored maps, the audit threshold and its CIs."""
+    pytest.importorskip("ipywidgets")
+    loaded = AuditResult.load(full_run.result_dir)  # no model attached: maps must come from disk
+    manifest = load_manifest(data)
+    ex = loaded.explorer(manifest)
+    case = ex.state.case_id
+    shown = ex.state.source.attribution(case, "gradcam")
+    stored = loaded.maps("gradcam", [case])[0]
+    np.testing.assert_allclose(shown, stored, atol=1e-3)
+    assert ex.image.value[:4] == b"\x89PNG"
+    dash = loaded.dashboard(manifest)
+    assert dash.state.threshold == pytest.approx(loaded.threshold)
+    review = loaded.case_review(manifest, case_id=case)
+    assert review.state.case_id == case

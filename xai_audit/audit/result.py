@@ -292,6 +292,29 @@ class AuditResult:
             path = self.result_dir / "report.html"
         return write_report(self, path, pdf=pdf)
 
+    # ------------------------------------------------------------------ widgets
+    def explorer(self, data: Any = None, model: Any = None, **kwargs: Any) -> Any:
+        """Open an :class:`~xai_audit.widgets.ExplanationExplorer` on this result.
+
+        ``data`` and ``model`` default to the ones the audit ran with (needed for images and
+        for maps the audit did not store); ``kwargs`` go to the widget.
+        """
+        from ..widgets import ExplanationExplorer
+
+        return ExplanationExplorer.from_result(self, model=model, data=data, **kwargs)
+
+    def dashboard(self, data: Any = None, model: Any = None, **kwargs: Any) -> Any:
+        """Open a :class:`~xai_audit.widgets.SubgroupDashboard` on this result."""
+        from ..widgets import SubgroupDashboard
+
+        return SubgroupDashboard.from_result(self, model=model, data=data, **kwargs)
+
+    def case_review(self, data: Any = None, model: Any = None, **kwargs: Any) -> Any:
+        """Open a :class:`~xai_audit.widgets.CaseReview` on one case of this result."""
+        from ..widgets import CaseReview
+
+        return CaseReview.from_result(self, model=model, data=data, **kwargs)
+
     def __repr__(self) -> str:
         n = len(self.predictions)
         return (

@@ -31,7 +31,8 @@ def _both_classes(y_true: np.ndarray) -> bool:
     return bool(y.size) and bool(y.min() != y.max())
 
 
-def _auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+def auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """ROC AUC via scikit-learn, NaN when a group has only one class."""
     return float(roc_auc_score(y_true, y_score)) if _both_classes(y_true) else float("nan")
 
 
@@ -78,7 +79,7 @@ def all_metrics(
     """
     y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
     values = rates_from_confusion(_confusion(y_true, y_score, threshold=threshold))
-    values["auroc"] = _auroc(y_true, y_score)
+    values["auroc"] = auroc(y_true, y_score)
     values["auprc"] = _auprc(y_true, y_score)
     values["brier"] = _brier(y_true, y_score)
     values["ece"] = (
