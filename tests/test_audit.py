@@ -338,3 +338,59 @@ def test_result_opens_widgets_on_its_stored_maps(full_run: AuditResult, data) ->
     assert dash.state.threshold == pytest.approx(loaded.threshold)
     review = loaded.case_review(manifest, case_id=case)
     assert review.state.case_id == case
+
+
+def test_atomic_writes_respect_the_umask(tmp_path: Path) -> None:
+    """Reports are written through mkstemp (0600); they must end up as open() would make them."""
+    import os
+
+    from xai_audit.audit._io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "report.html", "<p>x</p>")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.read_text() == "<p>x</p>"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_quality_checks_are_kept_when_a_run_stops_during_aggregation(
+    data, full_run: AuditResult, tmp_path: Path, monkeypatch
+) -> None:
+    """Batches are done; the sanity check fails: a rerun reuses the faithfulness results."""
+    import xai_audit.quality as quality
+
+    out = tmp_path / "audit"
+    manifest = load_manifest(data)
+    real_di, real_sanity = quality.deletion_insertion, quality.sanity_check
+    counts = {"deletion_insertion": 0}
+
+    def counting_di(*args, **kwargs):
+        counts["deletion_insertion"] += 1
+        return real_di(*args, **kwargs)
+
+    def broken_sanity(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quality, "deletion_insertion", counting_di)
+    monkeypatch.setattr(quality, "sanity_check", broken_sanity)
+    with pytest.raises(KeyboardInterrupt):
+        Audit(tiny_model(), manifest, sensitive=SENSITIVE, output_dir=out, **FAST).run()
+    assert counts["deletion_insertion"] == 1  # gradcam's, then the sanity check stopped the run
+
+    monkeypatch.setattr(quality, "sanity_check", real_sanity)
+    result = Audit(tiny_model(), manifest, sensitive=SENSITIVE, output_dir=out, **FAST).run()
+    assert counts["deletion_insertion"] == 2  # only integrated_gradients' was computed now
+    for m in ("gradcam", "integrated_gradients"):
+        pd.testing.assert_frame_equal(
+            result.quality["faithfulness"][m]["summary"],
+            full_run.quality["faithfulness"][m]["summary"],
+        )
+        assert result.quality["sanity"][m]["passed"] == full_run.quality["sanity"][m]["passed"]
+
+    # Other quality settings: the checks are recomputed, not taken from the checkpoint.
+    settings = {**FAST, "quality": {**FAST["quality"], "n_steps": 5}}
+    Audit(tiny_model(), manifest, sensitive=SENSITIVE, output_dir=out, **settings).run()
+    assert counts["deletion_insertion"] == 4

@@ -46,6 +46,12 @@ def dumps(obj: Any, indent: int | None = 1) -> str:
     return json.dumps(jsonable(obj), indent=indent, allow_nan=False, ensure_ascii=False)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it and put it back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``.
 
@@ -58,6 +64,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        # mkstemp creates the file 0600; give it the permissions a plain open() would have
+        # (0666 minus the umask), so a shared report is readable by whoever may read it.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

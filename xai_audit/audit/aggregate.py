@@ -225,7 +225,7 @@ def quality_section(
     seed: int,
 ) -> dict[str, Any]:
     """Faithfulness and sanity on a bounded sample; localisation and shortcuts on all images."""
-    from ..quality import deletion_insertion, detect_shortcuts, region_fraction, sanity_check
+    from ..quality import detect_shortcuts, region_fraction, sanity_check
     from ..quality.regions import REGION_NAMES
 
     per_image = pd.DataFrame({"row": pred["row"], "case_id": pred["case_id"]})
@@ -277,40 +277,21 @@ def quality_section(
                     "note": f"drawn among the {len(explained)} images {m} explained (max_images)",
                 }
         if q.faithfulness and m_images is not None:
-            maps = store.maps(m, m_sample, batch_size)
-            fr = deletion_insertion(
-                model,
-                m_images,
-                maps,
-                targets=target,
-                n_steps=q.n_steps,
-                orders=("morf",),
-                random_state=seed,
-                ci=ci,
+            out["faithfulness"][m] = store.checkpoint(
+                f"faithfulness-{m}",
+                {"spec": spec, "quality": q, "rows": m_sample, "seed": seed, "ci": ci},
+                lambda m=m, m_sample=m_sample, m_images=m_images: _faithfulness(
+                    model, m_images, store.maps(m, m_sample, batch_size), target, q, seed, ci
+                ),
             )
-            curves = pd.DataFrame(
-                [
-                    {
-                        "mode": mo,
-                        "order": o,
-                        "reference": r,
-                        "fraction": float(f),
-                        "score": float(s),
-                    }
-                    for (mo, o, r), a in fr.arrays.items()
-                    for f, s in zip(fr.fractions, np.nanmean(a, axis=0))
-                ]
-            )
-            out["faithfulness"][m] = {
-                "summary": fr.summary,
-                "curves": curves,
-                "headline": fr.headline,
-                "params": {k: v for k, v in fr.params.items() if k != "seconds"},
-            }
         if q.sanity and images is not None and len(sanity_rows):
-            x = manifest.load_images(sanity_rows)
-            sr = _sanity(model, x, spec, target, seed, sanity_check)
-            out["sanity"][m] = sr
+            out["sanity"][m] = store.checkpoint(
+                f"sanity-{m}",
+                {"spec": spec, "quality": q, "rows": sanity_rows, "seed": seed},
+                lambda spec=spec: _sanity(
+                    model, manifest.load_images(sanity_rows), spec, target, seed, sanity_check
+                ),
+            )
         if task.localisation and f"loc__{m}__mass_in_mask" in per_image:
             out["localisation"][m] = {"summary": localisation_summary(per_image, m, ci, seed)}
         if q.shortcuts:
@@ -339,6 +320,42 @@ def quality_section(
                     "params": {"skipped": str(exc)},
                 }
     return out
+
+
+def _faithfulness(
+    model: ModelAdapter,
+    images: np.ndarray,
+    maps: np.ndarray,
+    target: int,
+    q: Any,
+    seed: int,
+    ci: float,
+) -> dict[str, Any]:
+    from ..quality import deletion_insertion
+
+    fr = deletion_insertion(
+        model,
+        images,
+        maps,
+        targets=target,
+        n_steps=q.n_steps,
+        orders=("morf",),
+        random_state=seed,
+        ci=ci,
+    )
+    curves = pd.DataFrame(
+        [
+            {"mode": mo, "order": o, "reference": r, "fraction": float(f), "score": float(s)}
+            for (mo, o, r), a in fr.arrays.items()
+            for f, s in zip(fr.fractions, np.nanmean(a, axis=0))
+        ]
+    )
+    return {
+        "summary": fr.summary,
+        "curves": curves,
+        "headline": fr.headline,
+        "params": {k: v for k, v in fr.params.items() if k != "seconds"},
+    }
 
 
 def _sanity(

@@ -14,6 +14,7 @@ Folder layout (``AuditResult.save(dir)``)::
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -91,6 +92,37 @@ def _decode(obj: Any, root: Path, arrays: Any) -> Any:
     if isinstance(obj, list):
         return [_decode(v, root, arrays) for v in obj]
     return obj
+
+
+def save_tree(root: str | Path, content: dict[str, Any]) -> Path:
+    """Write nested dicts/lists of plain values, DataFrames and arrays to ``root``.
+
+    Tables go to ``tables/*.csv``, arrays to one ``arrays.npz`` and the rest to
+    ``result.json`` (written last, so its presence marks a complete save). Nothing is pickled:
+    a folder received from someone else is read as data only.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tables: dict[str, pd.DataFrame] = {}
+    arrays: dict[str, np.ndarray] = {}
+    encoded = {k: _encode(v, [k], tables, arrays) for k, v in content.items()}
+    (root / TABLE_DIR).mkdir(exist_ok=True)
+    for name, df in tables.items():
+        save_table(df, root / TABLE_DIR / f"{name}.csv")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(root / ARRAYS_FILE, buf.getvalue())
+    atomic_write_text(root / RESULT_FILE, dumps(encoded))
+    return root
+
+
+def load_tree(root: str | Path) -> dict[str, Any]:
+    """Read what :func:`save_tree` wrote (tuples come back as lists)."""
+    root = Path(root)
+    content = json.loads((root / RESULT_FILE).read_text(encoding="utf-8"))
+    arrays_path = root / ARRAYS_FILE
+    with np.load(arrays_path, allow_pickle=False) if arrays_path.exists() else _Empty() as arrays:
+        return {k: _decode(v, root, arrays) for k, v in content.items()}
 
 
 @dataclass
@@ -172,20 +204,9 @@ class AuditResult:
         root = Path(directory) if directory is not None else self.result_dir
         if root is None:
             raise ValueError("Give a directory to save the result to.")
-        root.mkdir(parents=True, exist_ok=True)
-        tables: dict[str, pd.DataFrame] = {}
-        arrays: dict[str, np.ndarray] = {}
-        content = {k: _encode(getattr(self, k), [k], tables, arrays) for k in self._FIELDS}
+        content = {k: getattr(self, k) for k in self._FIELDS}
         content["format_version"] = FORMAT_VERSION
-        (root / TABLE_DIR).mkdir(exist_ok=True)
-        for name, df in tables.items():
-            save_table(df, root / TABLE_DIR / f"{name}.csv")
-        import io
-
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(root / ARRAYS_FILE, buf.getvalue())
-        atomic_write_text(root / RESULT_FILE, dumps(content))  # last: marks the save complete
+        save_tree(root, content)
         self.result_dir = root
         return root
 
@@ -198,12 +219,8 @@ class AuditResult:
             raise FileNotFoundError(
                 f"No audit result in {str(root)!r} (missing {RESULT_FILE}); run the audit first."
             )
-        content = json.loads(path.read_text(encoding="utf-8"))
-        arrays_path = root / ARRAYS_FILE
-        with (
-            np.load(arrays_path, allow_pickle=False) if arrays_path.exists() else _Empty() as arrays
-        ):
-            values = {k: _decode(content.get(k), root, arrays) for k in cls._FIELDS}
+        content = load_tree(root)
+        values = {k: content.get(k) for k in cls._FIELDS}
         values["findings"] = values["findings"] or []
         values["methods"] = values["methods"] or []
         return cls(**values, result_dir=root)

@@ -13,18 +13,19 @@ import io
 import json
 import logging
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write_bytes, atomic_write_text, dumps
+from ._io import atomic_write_bytes, atomic_write_text, dumps, sha256_json
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "run_state.json"
 SHARD_DIR = "shards"
+CHECK_DIR = "checks"
 #: The keys of the run state that must match for shards to be reused.
 HASH_KEYS = ("task_hash", "model_hash", "data_hash", "batch_size", "n_rows")
 
@@ -140,6 +141,27 @@ class ShardStore:
         for k in self.finished():
             d = self.read(k, [f"rows__{method}", f"maps__{method}", f"scale__{method}"])
             yield d[f"rows__{method}"], unpack(d[f"maps__{method}"], d[f"scale__{method}"])
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, name: str, key: Any, compute: Callable[[], dict[str, Any]]) -> dict:
+        """``compute()``, saved under ``shards/checks/`` and reused while ``key`` is unchanged.
+
+        The aggregation's expensive checks (faithfulness, sanity) take minutes on a CPU; a run
+        that stops after some of them keeps those, like finished batches. The folder lives
+        with the shards, so a changed model, data or task (which deletes the shards) drops it
+        too; ``key`` adds what else the check depends on (its settings and sample).
+        """
+        from .result import RESULT_FILE, load_tree, save_tree
+
+        folder = self.shard_dir / CHECK_DIR / f"{name}-{sha256_json(key)[:16]}"
+        if (folder / RESULT_FILE).is_file():
+            try:
+                return load_tree(folder)["value"]
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("Recomputing %s: its checkpoint is unreadable (%s).", name, exc)
+        value = compute()
+        save_tree(folder, {"value": value})
+        return load_tree(folder)["value"]  # the same types as a reused one
 
     def maps(self, method: str, rows: Sequence[int] | np.ndarray, batch_size: int) -> np.ndarray:
         """Float32 maps of ``method`` for manifest rows ``rows`` (reads only their shards)."""
