@@ -132,7 +132,8 @@ def bench_model(
             "captum_layergradcam_upsample": captum_gradcam,
             "forward_backward_to_layer": frozen_floor,
         },
-        repeats,
+        # CAM calls take tens of milliseconds on a CPU: many repeats, or the median is noise.
+        repeats * 4,
         device,
     )
 
@@ -148,7 +149,7 @@ def bench_model(
                 internal_batch_size=ig_batch,
             ),
         },
-        max(1, repeats // 3),
+        max(3, repeats // 2),
         device,
     )
 

@@ -110,3 +110,21 @@ def test_summary_ci_contains_mean():
     assert row["ci_low"] < row["mean"] < row["ci_high"]
     assert row["chance"] == pytest.approx(0.5)
     assert 0.5 < row["mean"] < 1.0
+
+
+def test_top_n_masks_match_a_stable_argsort_with_ties():
+    """The sort-based top-n selection equals ranking by a stable argsort (ties by position)."""
+    from xai_audit.quality.localisation import _top_n_masks
+
+    rng = np.random.default_rng(3)
+    flat = rng.integers(0, 6, size=(40, 50)).astype(np.float32)  # many ties
+    flat[5] = 0.0  # a constant row
+    counts = rng.integers(0, 51, size=40)
+    counts[:3] = [0, 50, 1]
+    order = np.argsort(-flat, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(50)[None], axis=1)
+    expected = ranks < counts[:, None]
+    (got,) = _top_n_masks(flat, counts)
+    np.testing.assert_array_equal(got, expected)
+    assert (got.sum(axis=1) == counts).all()

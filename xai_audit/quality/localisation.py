@@ -37,12 +37,26 @@ def relevance(maps: np.ndarray, normalise: str) -> np.ndarray:
     raise ValueError(f"normalise must be 'abs' or 'positive', got {normalise!r}.")
 
 
-def _top_n_mask(flat: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per row, the ``counts[i]`` largest entries (ties resolved by position)."""
-    order = np.argsort(-flat, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None], axis=1)
-    return ranks < counts[:, None]
+def _top_n_masks(flat: np.ndarray, *counts: np.ndarray) -> list[np.ndarray]:
+    """Per row, the ``counts[i]`` largest entries (ties resolved by position), per ``counts``.
+
+    One value sort serves every count vector: the ``c``-th largest value is a threshold, all
+    entries above it are in, and of the entries equal to it the first ones by position fill
+    the rest. (Two argsorts plus rank scatters cost 4x more; this runs on every audit batch.)
+    """
+    n, p = flat.shape
+    ascending = np.sort(flat, axis=1)
+    out = []
+    for c in counts:
+        c = np.clip(np.asarray(c, dtype=np.int64), 0, p)
+        threshold = np.take_along_axis(ascending, np.clip(p - c, 0, p - 1)[:, None], axis=1)
+        above = flat > threshold
+        tie = flat == threshold
+        need = c[:, None] - above.sum(axis=1, keepdims=True)
+        mask = above | (tie & (np.cumsum(tie, axis=1) <= need))
+        mask[c == 0] = False
+        out.append(mask)
+    return out
 
 
 @dataclass
@@ -149,10 +163,9 @@ def localisation(
 
     with np.errstate(invalid="ignore", divide="ignore"):
         mass = (rel * mflat).sum(axis=1) / rel.sum(axis=1)
-        top_mask_size = _top_n_mask(rel, mask_size)
-        rank_acc = (top_mask_size & mflat).sum(axis=1) / mask_size
         k = max(1, int(round(top_k * p)))
-        top = _top_n_mask(rel, np.full(n, k))
+        top_mask_size, top = _top_n_masks(rel, mask_size, np.full(n, k))
+        rank_acc = (top_mask_size & mflat).sum(axis=1) / mask_size
         iou = (top & mflat).sum(axis=1) / (top | mflat).sum(axis=1)
 
     pointing[undefined] = np.nan
