@@ -208,3 +208,22 @@ def test_report_in_headless_chromium(evil_audit, tmp_path: Path) -> None:
     key = f"group.site.{EVIL}.sensitivity"
     if np.isfinite(row["value"]):
         assert float(shown[key][0]) == pytest.approx(float(row["value"]), rel=1e-12)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None,
+    reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)",
+)
+def test_pdf_export_prints_every_page(evil_audit, tmp_path: Path) -> None:
+    pytest.importorskip("playwright.sync_api")
+    from xai_audit.cli import main
+
+    result, _ = evil_audit
+    assert (
+        main(["report", str(result.result_dir), "--output", str(tmp_path / "r.html"), "--pdf"]) == 0
+    )
+    data = (tmp_path / "r.pdf").read_bytes()
+    assert data.startswith(b"%PDF-")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", data))
+    assert pages >= 3, f"a full audit report prints to several A4 pages, got {pages}"

@@ -43,8 +43,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .audit.result import AuditResult
 
     result = AuditResult.load(Path(args.result_dir))
-    path = result.report(args.output or Path(args.result_dir) / "report.html")
+    path = result.report(args.output or Path(args.result_dir) / "report.html", pdf=args.pdf)
     print(f"Report written to {path}")
+    if args.pdf:
+        print(f"PDF written to {path.with_suffix('.pdf')}")
     return 0
 
 
@@ -86,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="(re)build the HTML report of a saved audit result")
     p.add_argument("result_dir", help="folder written by `xai-audit run` or AuditResult.save")
     p.add_argument("--output", default=None, help="report path (default RESULT_DIR/report.html)")
+    p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print it to PDF with headless Chromium (needs playwright and /usr/bin/chromium)",
+    )
     p.set_defaults(func=_cmd_report)
     return parser
 

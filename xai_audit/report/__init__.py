@@ -7,6 +7,6 @@
 from __future__ import annotations
 
 from .content import SECTIONS, build_report_data
-from .render import render_html, write_report
+from .render import export_pdf, render_html, write_report
 
-__all__ = ["SECTIONS", "build_report_data", "render_html", "write_report"]
+__all__ = ["SECTIONS", "build_report_data", "export_pdf", "render_html", "write_report"]
