@@ -40,3 +40,21 @@ def small_data(n: int = 120, size: int = 32, **kwargs):
 def median_threshold(source) -> float:
     """A threshold splitting the (untrained model's, near-constant) scores in half."""
     return float(np.median(source.table["score"]))
+
+
+def two_method_source(model, data):
+    """A CaseSource with methods "bright" and "dark", thresholded at the median score."""
+    from xai_audit.widgets import CaseSource
+
+    probe = CaseSource.from_model(
+        model, data.images, data.metadata, methods=["bright"], explain_fn=FakeExplain()
+    )
+    return CaseSource.from_model(
+        model,
+        data.images,
+        data.metadata,
+        masks=data.masks,
+        methods=["bright", "dark"],
+        threshold=median_threshold(probe),
+        explain_fn=FakeExplain(),
+    )

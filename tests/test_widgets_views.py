@@ -7,7 +7,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from test_widgets_common import FakeExplain, median_threshold, small_data, small_model
+from test_widgets_common import (
+    FakeExplain,
+    small_data,
+    small_model,
+    two_method_source,
+)
 
 from xai_audit.widgets import (
     CaseReview,
@@ -34,18 +39,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def source(model, data):
-    probe = CaseSource.from_model(
-        model, data.images, data.metadata, methods=["bright"], explain_fn=FakeExplain()
-    )
-    return CaseSource.from_model(
-        model,
-        data.images,
-        data.metadata,
-        masks=data.masks,
-        methods=["bright", "dark"],
-        threshold=median_threshold(probe),
-        explain_fn=FakeExplain(),
-    )
+    return two_method_source(model, data)
 
 
 def test_explorer_direct_mode_and_controls(model, data):

@@ -146,6 +146,17 @@ class CaseSource:
 
     # ------------------------------------------------------------------ construction
     @classmethod
+    def given_or_from_model(
+        cls, source: CaseSource | None, model: Any, images: Any, *args: Any, **kwargs: Any
+    ) -> CaseSource:
+        """``source`` when given, else :meth:`from_model` (the widgets' direct mode)."""
+        if source is not None:
+            return source
+        if model is None or images is None:
+            raise TypeError("Give model= and images= (direct mode) or source=.")
+        return cls.from_model(model, images, *args, **kwargs)
+
+    @classmethod
     def from_model(
         cls,
         model: Any,

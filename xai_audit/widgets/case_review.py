@@ -69,19 +69,17 @@ class CaseReview(StaticFallbackBox):
         deletion: bool = False,
         size: int = 320,
     ) -> None:
-        if source is None:
-            if model is None or images is None:
-                raise TypeError("Give model= and images= (direct mode) or source=.")
-            source = CaseSource.from_model(
-                model,
-                images,
-                metadata,
-                labels,
-                masks=masks,
-                methods=methods,
-                threshold=threshold,
-                explain_fn=explain_fn,
-            )
+        source = CaseSource.given_or_from_model(
+            source,
+            model,
+            images,
+            metadata,
+            labels,
+            masks=masks,
+            methods=methods,
+            threshold=threshold,
+            explain_fn=explain_fn,
+        )
         self.state = CaseReviewState(
             source, case_id, methods=show, k_similar=k_similar, deletion=deletion, size=size
         )

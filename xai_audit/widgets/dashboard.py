@@ -75,19 +75,17 @@ class SubgroupDashboard(StaticFallbackBox):
         explain_fn: ExplainFn | None = None,
         base_threshold: float = 0.5,
     ) -> None:
-        if source is None:
-            if model is None or images is None:
-                raise TypeError("Give model= and images= (direct mode) or source=.")
-            source = CaseSource.from_model(
-                model,
-                images,
-                metadata,
-                labels,
-                attributes=sensitive,
-                methods=methods,
-                threshold=base_threshold,
-                explain_fn=explain_fn,
-            )
+        source = CaseSource.given_or_from_model(
+            source,
+            model,
+            images,
+            metadata,
+            labels,
+            attributes=sensitive,
+            methods=methods,
+            threshold=base_threshold,
+            explain_fn=explain_fn,
+        )
         self.state = DashboardState(
             source,
             subgroups,

@@ -80,20 +80,18 @@ class ExplanationExplorer(StaticFallbackBox):
         alpha: float = 0.5,
         size: int = 256,
     ) -> None:
-        if source is None:
-            if model is None or images is None:
-                raise TypeError("Give model= and images= (direct mode) or source=.")
-            source = CaseSource.from_model(
-                model,
-                images,
-                metadata,
-                labels,
-                masks=masks,
-                attributes=attributes,
-                methods=methods,
-                threshold=threshold,
-                explain_fn=explain_fn,
-            )
+        source = CaseSource.given_or_from_model(
+            source,
+            model,
+            images,
+            metadata,
+            labels,
+            masks=masks,
+            attributes=attributes,
+            methods=methods,
+            threshold=threshold,
+            explain_fn=explain_fn,
+        )
         self.state = ExplorerState(source, methods=show, cmap=cmap, alpha=alpha, size=size)
         self._building = True
         controls = self._build_controls()
