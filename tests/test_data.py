@@ -203,15 +203,34 @@ def test_reader_layouts_and_header_shapes(tmp_path: Path) -> None:
         read_image(tmp_path / "x.gif2")
 
 
-def test_nifti_without_nibabel_names_the_extra(tmp_path: Path) -> None:
-    try:
-        import nibabel  # noqa: F401
-    except ImportError:
-        (tmp_path / "v.nii.gz").write_bytes(b"\0" * 400)
-        with pytest.raises(ImportError, match=r"xai_audit\[nifti\]"):
-            read_image(tmp_path / "v.nii.gz")
-    else:
-        pytest.skip("nibabel is installed")
+def test_nifti_without_nibabel_names_the_extra(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "nibabel", None)  # import now fails
+    (tmp_path / "v.nii.gz").write_bytes(b"\0" * 400)
+    with pytest.raises(ImportError, match=r"xai_audit\[nifti\]"):
+        read_image(tmp_path / "v.nii.gz")
+
+
+def test_nifti_volumes_load_in_depth_height_width_order(tmp_path: Path) -> None:
+    nib = pytest.importorskip("nibabel")
+    xyz = np.arange(6 * 5 * 7, dtype=np.float32).reshape(6, 5, 7)  # X, Y, Z
+    nib.save(nib.Nifti1Image(xyz, np.eye(4)), tmp_path / "a.nii.gz")
+    # integers with a scale: the reader must apply scl_slope / scl_inter (CT in HU)
+    raw = np.arange(6 * 5 * 7, dtype=np.int16).reshape(6, 5, 7)
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(0.5, -10.0)
+    nib.save(img, tmp_path / "b.nii")
+
+    a = read_image(tmp_path / "a.nii.gz")
+    assert a.shape == (1, 7, 5, 6) and image_shape(tmp_path / "a.nii.gz") == (1, 7, 5, 6)
+    np.testing.assert_array_equal(a[0], np.transpose(xyz, (2, 1, 0)))  # [z, y, x] = xyz[x, y, z]
+    b = read_image(tmp_path / "b.nii")
+    np.testing.assert_allclose(b[0], np.transpose(raw * 0.5 - 10.0, (2, 1, 0)))
+
+    pd.DataFrame({"case_id": ["a", "b"], "image": ["a.nii.gz", "b.nii"], "label": [0, 1]}).to_csv(
+        tmp_path / "manifest.csv", index=False
+    )
+    m = load_manifest(tmp_path / "manifest.csv")
+    assert m.load_images([0, 1]).shape == (2, 1, 7, 5, 6)
 
 
 # ----------------------------------------------------------------------------- validation
