@@ -281,3 +281,34 @@ def test_save_and_load_roundtrip(tmp_path) -> None:
     back = Attribution.load(path)
     np.testing.assert_array_equal(back.maps, att.maps)
     assert back.params == att.params and back.method == "integrated_gradients"
+
+
+def test_given_logits_spare_the_extra_forward_pass_and_change_nothing():
+    """explain(logits=...) reuses the caller's outputs: same result, one forward fewer per batch."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
+    adapter = ModelAdapter(net, device="cpu", batch_size=4)
+    x = torch.rand(10, 1, 8, 8)
+    logits = adapter.predict_logits(x)  # (also teaches the adapter its output width)
+    calls = []
+    handle = net.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    try:
+        plain = explain(adapter, x, "integrated_gradients", n_steps=4)
+        n_plain = len(calls)
+        calls.clear()
+        given = explain(adapter, x, "integrated_gradients", n_steps=4, logits=logits)
+        n_given = len(calls)
+    finally:
+        handle.remove()
+    np.testing.assert_array_equal(given.maps, plain.maps)
+    np.testing.assert_array_equal(given.targets, plain.targets)
+    np.testing.assert_allclose(given.scores, plain.scores, rtol=1e-6)
+    assert n_plain - n_given == 3  # one forward pass saved in each of the 3 batches
+    with pytest.raises(ValueError, match="9 rows for 10 images"):
+        explain(adapter, x, "integrated_gradients", logits=logits[:9])

@@ -118,17 +118,22 @@ def sha256_rows(rows: tuple[int, ...]) -> str:
 
 
 def explain_maps(
-    model: ModelAdapter, images: np.ndarray, spec: MethodSpec, target: int | np.ndarray
+    model: ModelAdapter,
+    images: np.ndarray,
+    spec: MethodSpec,
+    target: int | np.ndarray,
+    logits: np.ndarray | None = None,
 ) -> np.ndarray:
     """Attribution maps ``N x *spatial`` (float32) of one method for one batch.
 
-    ``target`` is one class for every image or one class per image.
+    ``target`` is one class for every image or one class per image; ``logits``, the batch's
+    raw outputs when already computed, spare methods their own forward pass.
     """
     from ..explain import explain
 
     if isinstance(target, np.ndarray):
         target = [int(t) for t in target]
-    attribution = explain(model, images, spec.name, target=target, **spec.params)
+    attribution = explain(model, images, spec.name, target=target, logits=logits, **spec.params)
     maps = np.asarray(attribution.maps, dtype=np.float32)
     if maps.ndim == images.ndim:  # N x 1 x H x W from a method that keeps a channel
         maps = maps[:, 0]
@@ -175,11 +180,17 @@ def compute_batch(
         ``scale__m``, ``seconds__m``, and per image (NaN where not explained)
         ``shortcut__m`` and, with masks, ``loc__m__<metric>``.
     """
+    import torch
+
     from ..quality import localisation, shortcut_mass
 
     out: dict[str, np.ndarray] = {"indices": np.asarray(indices, dtype=np.int64)}
     t0 = time.perf_counter()
-    out["scores"] = model.predict_proba(images, progress=False).astype(np.float32)
+    # Raw outputs once: the scores, and the logits the explainers would otherwise recompute.
+    logits = model.predict_logits(images, progress=False)
+    out["scores"] = (
+        model.apply_activation(torch.from_numpy(logits)).numpy().astype(np.float32, copy=False)
+    )
     out["seconds_predict"] = np.float64(time.perf_counter() - t0)
     has_mask = None
     if masks is not None:
@@ -196,7 +207,7 @@ def compute_batch(
         loc_cols = {metric: np.full(n, np.nan, dtype=np.float32) for metric in LOCALISATION_METRICS}
         t0 = time.perf_counter()
         if sel.any():
-            maps = explain_maps(model, images[sel], spec, task.target)
+            maps = explain_maps(model, images[sel], spec, task.target, logits=logits[sel])
         else:
             maps = np.zeros((0, *images.shape[2:]), dtype=np.float32)
         out[f"seconds__{m}"] = np.float64(time.perf_counter() - t0)

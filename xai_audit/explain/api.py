@@ -52,6 +52,7 @@ def explain(
     *,
     batch_size: int | None = None,
     progress: bool | None = None,
+    logits: Any = None,
     **params: Any,
 ) -> Attribution:
     """Explain a model's outputs for a set of images with one attribution method.
@@ -73,6 +74,11 @@ def explain(
         copies batch those internally (``internal_batch_size``, ``perturbations_per_eval``).
     progress : bool, optional
         Progress bar; by default shown for more than 10 batches.
+    logits : array of shape (N, K), optional
+        The model's raw outputs for these same images (e.g. from
+        :meth:`ModelAdapter.predict_logits`). Methods that are not single-pass (integrated
+        gradients, saliency, occlusion, ...) otherwise run one extra forward pass per batch to
+        learn the predicted class and the score; with ``logits`` they reuse them.
     **params
         The method's parameters, e.g. ``target_layer=``, ``n_steps=``, ``baseline=``.
         Unknown ones raise a ``TypeError`` that lists the accepted ones.
@@ -103,6 +109,7 @@ def explain(
     total = n_items(images)
     n_batches = math.ceil(total / batch_size) if total else None
     show = progress if progress is not None else bool(n_batches and n_batches > 10)
+    given_logits = _as_logits(logits, total)
 
     maps: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
@@ -118,6 +125,8 @@ def explain(
                     _first_batch(adapter, explainer, spec, x, total)
                 n = x.shape[0]
                 explainer.indices = torch.arange(seen, seen + n)
+                if given_logits is not None:
+                    explainer.batch_logits = given_logits[seen : seen + n].to(adapter.device)
                 batch_maps, batch_targets, batch_scores = [], [], []
                 for t in spec.for_batch(seen, seen + n, adapter.device):
                     m, tt, logits = explainer.explain_batch(adapter, x, t)
@@ -135,9 +144,12 @@ def explain(
         finally:
             bar.close()
             explainer.indices = None
+            explainer.batch_logits = None
     if seen == 0:
         raise ValueError("No images were given.")
     spec.check_count(seen)
+    if given_logits is not None and len(given_logits) != seen:
+        raise ValueError(f"logits has {len(given_logits)} rows for {seen} images.")
     return Attribution(
         maps=torch.cat(maps).numpy().astype(np.float32, copy=False),
         targets=torch.cat(targets).numpy().astype(np.int64),
@@ -147,6 +159,18 @@ def explain(
         target_layer=explainer.target_layer_name,
         class_names=adapter.class_names,
     )
+
+
+def _as_logits(logits: Any, total: int | None) -> torch.Tensor | None:
+    """``logits`` as a float tensor of shape ``N x K``, checked against the image count."""
+    if logits is None:
+        return None
+    out = torch.as_tensor(np.asarray(logits, dtype=np.float32))
+    if out.ndim != 2:
+        raise ValueError(f"logits must be N x K (one row per image), got shape {tuple(out.shape)}.")
+    if total is not None and out.shape[0] != total:
+        raise ValueError(f"logits has {out.shape[0]} rows for {total} images.")
+    return out
 
 
 def _first_batch(

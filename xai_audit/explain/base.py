@@ -285,6 +285,9 @@ class Explainer:
         # Global positions of the current batch's images (set by explain()); seeded methods
         # draw each image's noise from its position so that batching changes nothing.
         self.indices: torch.Tensor | None = None
+        # The batch's raw model outputs when the caller already has them (explain(logits=)):
+        # the default explain_batch then skips its extra forward pass.
+        self.batch_logits: torch.Tensor | None = None
 
     def batch_indices(self, x: torch.Tensor) -> torch.Tensor:
         """Global positions of the images in ``x`` (``0..N-1`` outside :func:`explain`)."""
@@ -317,11 +320,14 @@ class Explainer:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Maps, targets and logits for one batch; ``targets=None`` means predicted class.
 
-        The default costs one extra no-grad forward pass to learn targets and logits;
-        single-pass methods override it to read both from their own forward pass.
+        The default costs one extra no-grad forward pass to learn targets and logits (unless
+        :func:`explain` was given them); single-pass methods override it to read both from
+        their own forward pass.
         """
-        with torch.no_grad():
-            logits = adapter.forward(x)
+        logits = self.batch_logits
+        if logits is None or logits.shape[0] != x.shape[0]:
+            with torch.no_grad():
+                logits = adapter.forward(x)
         if targets is None:
             targets = predicted_targets(logits)
         return self.attribute(adapter, x, targets), targets, logits
