@@ -312,3 +312,20 @@ def test_given_logits_spare_the_extra_forward_pass_and_change_nothing():
     assert n_plain - n_given == 3  # one forward pass saved in each of the 3 batches
     with pytest.raises(ValueError, match="9 rows for 10 images"):
         explain(adapter, x, "integrated_gradients", logits=logits[:9])
+
+
+def test_too_few_logits_for_a_stream_of_unknown_length_is_an_error():
+    """With a stream (no length up front), missing logit rows raise instead of being guessed."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    adapter = ModelAdapter(net, device="cpu", batch_size=4)
+    x = torch.rand(8, 1, 8, 8)
+    logits = adapter.predict_logits(x)[:5]
+
+    class Stream(torch.utils.data.IterableDataset):  # no len(): N is unknown up front
+        def __iter__(self):
+            return iter(x)
+
+    batches = torch.utils.data.DataLoader(Stream(), batch_size=4)
+    with pytest.raises(ValueError, match="logits has 5 rows"):
+        explain(adapter, batches, "integrated_gradients", n_steps=2, logits=logits)

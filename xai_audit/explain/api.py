@@ -76,9 +76,10 @@ def explain(
         Progress bar; by default shown for more than 10 batches.
     logits : array of shape (N, K), optional
         The model's raw outputs for these same images (e.g. from
-        :meth:`ModelAdapter.predict_logits`). Methods that are not single-pass (integrated
-        gradients, saliency, occlusion, ...) otherwise run one extra forward pass per batch to
-        learn the predicted class and the score; with ``logits`` they reuse them.
+        :meth:`ModelAdapter.predict_logits`). Methods that do not read them from their own
+        forward pass (integrated gradients, SmoothGrad, guided backprop, occlusion, SHAP; not
+        the CAM family or saliency) otherwise run one extra forward pass per batch to learn
+        the predicted class and the score; with ``logits`` they reuse them.
     **params
         The method's parameters, e.g. ``target_layer=``, ``n_steps=``, ``baseline=``.
         Unknown ones raise a ``TypeError`` that lists the accepted ones.
@@ -126,6 +127,8 @@ def explain(
                 n = x.shape[0]
                 explainer.indices = torch.arange(seen, seen + n)
                 if given_logits is not None:
+                    if len(given_logits) < seen + n:  # only possible when N was unknown
+                        raise ValueError(f"logits has {len(given_logits)} rows for more images.")
                     explainer.batch_logits = given_logits[seen : seen + n].to(adapter.device)
                 batch_maps, batch_targets, batch_scores = [], [], []
                 for t in spec.for_batch(seen, seen + n, adapter.device):

@@ -325,7 +325,7 @@ class Explainer:
         their own forward pass.
         """
         logits = self.batch_logits
-        if logits is None or logits.shape[0] != x.shape[0]:
+        if logits is None:
             with torch.no_grad():
                 logits = adapter.forward(x)
         if targets is None:
