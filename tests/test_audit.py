@@ -380,7 +380,11 @@ def test_quality_checks_are_kept_when_a_run_stops_during_aggregation(
         Audit(tiny_model(), manifest, sensitive=SENSITIVE, output_dir=out, **FAST).run()
     assert counts["deletion_insertion"] == 1  # gradcam's, then the sanity check stopped the run
 
-    monkeypatch.setattr(quality, "sanity_check", real_sanity)
+    def counting_sanity(*args, **kwargs):
+        counts["sanity_check"] = counts.get("sanity_check", 0) + 1
+        return real_sanity(*args, **kwargs)
+
+    monkeypatch.setattr(quality, "sanity_check", counting_sanity)
     result = Audit(tiny_model(), manifest, sensitive=SENSITIVE, output_dir=out, **FAST).run()
     assert counts["deletion_insertion"] == 2  # only integrated_gradients' was computed now
     for m in ("gradcam", "integrated_gradients"):
@@ -390,7 +394,16 @@ def test_quality_checks_are_kept_when_a_run_stops_during_aggregation(
         )
         assert result.quality["sanity"][m]["passed"] == full_run.quality["sanity"][m]["passed"]
 
-    # Other quality settings: the checks are recomputed, not taken from the checkpoint.
+    # Other faithfulness settings: that check is recomputed, not taken from the checkpoint.
     settings = {**FAST, "quality": {**FAST["quality"], "n_steps": 5}}
+    sanity_runs = counts["sanity_check"]
     Audit(tiny_model(), manifest, sensitive=SENSITIVE, output_dir=out, **settings).run()
     assert counts["deletion_insertion"] == 4
+    assert counts["sanity_check"] == sanity_runs  # n_steps is not a sanity-check setting
+
+
+def test_outcome_labels_every_cell_and_leaves_missing_labels_blank() -> None:
+    from xai_audit.audit.aggregate import outcome
+
+    got = outcome(np.array([1, 0, 1, 0, np.nan]), np.array([1, 1, 0, 0, 1]))
+    assert list(got) == ["TP", "FP", "FN", "TN", ""]

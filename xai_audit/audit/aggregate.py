@@ -47,10 +47,13 @@ def read_tables(store: ShardStore, n_rows: int) -> dict[str, np.ndarray]:
 
 
 def outcome(label: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """TP/FP/FN/TN per case."""
-    y = label.astype(bool)
-    p = predicted.astype(bool)
-    return np.select([y & p, ~y & p, y & ~p], ["TP", "FP", "FN"], "TN").astype(object)
+    """TP/FP/FN/TN per case (``""`` where the label is missing, as in a widget's own data)."""
+    y = np.asarray(label, dtype=np.float64)
+    p = np.asarray(predicted).astype(bool)
+    pos, neg = y == 1, y == 0  # NaN is neither
+    return np.select([pos & p, neg & p, pos & ~p, neg & ~p], ["TP", "FP", "FN", "TN"], "").astype(
+        object
+    )
 
 
 def predictions_table(
@@ -279,15 +282,22 @@ def quality_section(
         if q.faithfulness and m_images is not None:
             out["faithfulness"][m] = store.checkpoint(
                 f"faithfulness-{m}",
-                {"spec": spec, "quality": q, "rows": m_sample, "seed": seed, "ci": ci},
+                # what the check depends on beyond the shards (which carry model, data, task)
+                {"spec": spec, "n_steps": q.n_steps, "rows": m_sample, "seed": seed, "ci": ci},
                 lambda m=m, m_sample=m_sample, m_images=m_images: _faithfulness(
-                    model, m_images, store.maps(m, m_sample, batch_size), target, q, seed, ci
+                    model,
+                    m_images,
+                    store.maps(m, m_sample, batch_size),
+                    target,
+                    q.n_steps,
+                    seed,
+                    ci,
                 ),
             )
         if q.sanity and images is not None and len(sanity_rows):
             out["sanity"][m] = store.checkpoint(
                 f"sanity-{m}",
-                {"spec": spec, "quality": q, "rows": sanity_rows, "seed": seed},
+                {"spec": spec, "rows": sanity_rows, "seed": seed},
                 lambda spec=spec: _sanity(
                     model, manifest.load_images(sanity_rows), spec, target, seed, sanity_check
                 ),
@@ -327,7 +337,7 @@ def _faithfulness(
     images: np.ndarray,
     maps: np.ndarray,
     target: int,
-    q: Any,
+    n_steps: int,
     seed: int,
     ci: float,
 ) -> dict[str, Any]:
@@ -338,7 +348,7 @@ def _faithfulness(
         images,
         maps,
         targets=target,
-        n_steps=q.n_steps,
+        n_steps=n_steps,
         orders=("morf",),
         random_state=seed,
         ci=ci,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..audit.aggregate import outcome
 from ._compat import resolve_explain
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
@@ -27,21 +28,6 @@ RESERVED = frozenset(
 MAX_ATTRIBUTE_LEVELS = 20
 
 ExplainFn = Callable[..., Any]
-
-
-def outcomes(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """TP/FP/FN/TN per case ("" where the label is missing)."""
-    y = np.asarray(labels, dtype=np.float64)
-    p = np.asarray(predicted).astype(bool)
-    out = np.full(y.shape, "", dtype=object)
-    known = np.isfinite(y)
-    pos = known & (y == 1)
-    neg = known & (y == 0)
-    out[pos & p] = "TP"
-    out[neg & p] = "FP"
-    out[pos & ~p] = "FN"
-    out[neg & ~p] = "TN"
-    return out
 
 
 def guess_attributes(table: pd.DataFrame) -> list[str]:
@@ -241,7 +227,7 @@ class CaseSource:
         table["label"] = labels if labels is not None else np.nan
         table["score"] = score
         table["predicted"] = (score >= threshold).astype(np.int8)
-        table["outcome"] = outcomes(table["label"].to_numpy(), table["predicted"].to_numpy())
+        table["outcome"] = outcome(table["label"].to_numpy(), table["predicted"].to_numpy())
         return cls(
             table,
             attributes=attributes,
@@ -291,7 +277,7 @@ class CaseSource:
         threshold = _result_threshold(result, pred)
         pred["case_id"] = pred["case_id"].astype(str)
         if "outcome" not in pred.columns:
-            pred["outcome"] = outcomes(pred["label"].to_numpy(), pred["predicted"].to_numpy())
+            pred["outcome"] = outcome(pred["label"].to_numpy(), pred["predicted"].to_numpy())
         masks = None
         images = data
         if hasattr(data, "load_images"):
