@@ -33,7 +33,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .audit.config import run_config
 
-    out = run_config(Path(args.config), output_dir=args.output_dir, fresh=args.fresh)
+    out = run_config(
+        Path(args.config), output_dir=args.output_dir, fresh=args.fresh, overwrite=args.overwrite
+    )
     print(f"Audit result in {out.result_dir}")
     print(f"Report written to {out.report_path}")
     return 0
@@ -43,7 +45,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .audit.result import AuditResult
 
     result = AuditResult.load(Path(args.result_dir))
-    path = result.report(args.output or Path(args.result_dir) / "report.html", pdf=args.pdf)
+    path = result.report(
+        args.output or Path(args.result_dir) / "report.html",
+        pdf=args.pdf,
+        overwrite=args.overwrite,
+    )
     print(f"Report written to {path}")
     if args.pdf:
         print(f"PDF written to {path.with_suffix('.pdf')}")
@@ -83,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="path to the config file")
     p.add_argument("--output-dir", default=None, help="override the config's output folder")
     p.add_argument("--fresh", action="store_true", help="ignore finished batches, start afresh")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty output folder (and over report files) that xai_audit did "
+        "not create; files with the result's names are replaced, nothing else is touched",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="(re)build the HTML report of a saved audit result")
@@ -92,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--pdf",
         action="store_true",
         help="also print it to PDF with headless Chromium (needs playwright and /usr/bin/chromium)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files at the report paths even if xai_audit did not write them",
     )
     p.set_defaults(func=_cmd_report)
     return parser
@@ -109,6 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted; finished batches are kept and a rerun resumes.", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from .audit.result import ResultError
+        from .audit.store import FolderLockedError, NotOwnedError
+
+        # Expected, explained conditions (someone else's files, a running audit, a damaged
+        # or missing result): the message says what to do, a traceback would only hide it.
+        if isinstance(exc, (NotOwnedError, FolderLockedError, ResultError, FileNotFoundError)):
+            print(f"xai-audit {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -97,39 +97,213 @@ def sha256_file(path: str | Path) -> str:
 # ------------------------------------------------------------------------------ tables
 #: How a missing value is written in saved tables (the PostgreSQL/MySQL convention).
 NA_REP = "\\N"
+#: Version of the table sidecar (``*.dtypes.json``) that :func:`save_table` writes.
+TABLE_FORMAT = 2
+_INDEX_PREFIX = "__index_"
+
+
+class TableError(ValueError):
+    """A saved table cannot be read back (damaged, truncated or of an unknown format)."""
+
+
+def _plain(v: Any) -> Any:
+    """A cell as plain JSON data (numpy scalars unwrapped; NaN kept: cells allow it)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if v is pd.NA or v is pd.NaT:
+        return None
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return str(v)
+
+
+def _escape(v: Any) -> Any:
+    # A text starting with a backslash gets one more, so that the text "\N" is not missing.
+    return "\\" + v if isinstance(v, str) and v.startswith("\\") else v
+
+
+def _unescape(v: Any) -> Any:
+    return v[1:] if isinstance(v, str) and v.startswith("\\") else v
+
+
+def _encoding(s: pd.Series) -> str:
+    """``plain`` (numbers, bools, dates), ``text`` (strings only) or ``json`` (mixed cells)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return "text" if all(isinstance(c, str) for c in s.cat.categories) else "json"
+    if s.dtype == object or isinstance(s.dtype, pd.StringDtype):
+        return "text" if all(isinstance(v, str) for v in s[s.notna()]) else "json"
+    return "plain"
 
 
 def save_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a DataFrame as CSV plus a dtype sidecar so that :func:`load_table` restores it.
+    """Write a DataFrame as CSV plus a sidecar ``*.dtypes.json`` so that :func:`load_table`
+    restores it: columns in order (duplicates too), dtypes, row count and a non-default index.
 
-    Floats are written with 17 significant digits (exact float64 round trip); object columns
-    keep strings such as ``"NA"``, ``""`` or ``"007"`` as they are (missing values are written
-    as ``\\N``, so an empty string and a missing value stay distinct).
+    Floats are written with 17 significant digits (exact round trip); text columns keep
+    strings such as ``"NA"``, ``""`` or ``"007"`` as they are (missing values are written as
+    ``\\N``, and a text starting with a backslash gets one more, so an empty string, the text
+    ``\\N`` and a missing value stay distinct). Object columns mixing types (numbers and text,
+    lists, dicts) are written one JSON value per cell. A table without columns is an empty
+    file whose sidecar keeps the row count.
     """
     path = Path(path)
-    dtypes = {str(c): str(t) for c, t in df.dtypes.items()}
-    text = df.to_csv(index=False, lineterminator="\n", float_format="%.17g", na_rep=NA_REP)
+    if isinstance(df.columns, pd.MultiIndex):
+        raise TypeError(f"{path.name}: tables with multi-level columns cannot be saved.")
+    idx = df.index
+    parts: list[tuple[Any, pd.Series]] = []
+    index_names: list[Any] | None = None
+    if not (isinstance(idx, pd.RangeIndex) and idx.start == 0 and idx.step == 1):
+        index_names = [_plain(n) for n in idx.names]
+        parts += [
+            (f"{_INDEX_PREFIX}{i}__", pd.Series(idx.get_level_values(i)))
+            for i in range(idx.nlevels)
+        ]
+    parts += [
+        (_plain(df.columns[j]), df.iloc[:, j].reset_index(drop=True)) for j in range(df.shape[1])
+    ]
+    columns: list[dict[str, Any]] = []
+    cells: dict[int, pd.Series] = {}
+    for j, (name, s) in enumerate(parts):
+        enc = _encoding(s)
+        col: dict[str, Any] = {"name": name, "dtype": str(s.dtype), "enc": enc}
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            col["categories"] = [_plain(c) for c in s.cat.categories]
+            col["ordered"] = bool(s.cat.ordered)
+        if enc == "text":
+            s = s.astype(object).map(_escape)
+        elif enc == "json":
+            s = s.astype(object).map(
+                lambda v: json.dumps(_plain(v), ensure_ascii=False, allow_nan=True)
+            )
+        columns.append(col)
+        cells[j] = s
+    text = ""
+    if columns:
+        flat = pd.DataFrame(cells, index=range(len(df)))
+        flat.columns = [str(c["name"]) for c in columns]
+        text = flat.to_csv(index=False, lineterminator="\n", float_format="%.17g", na_rep=NA_REP)
+    meta = {
+        "format": TABLE_FORMAT,
+        "n_rows": len(df),
+        "columns": columns,
+        "columns_dtype": str(df.columns.dtype),
+        "index": index_names,
+    }
     atomic_write_text(path, text)
-    atomic_write_text(path.with_suffix(".dtypes.json"), json.dumps(dtypes, indent=1))
+    atomic_write_text(path.with_suffix(".dtypes.json"), json.dumps(meta, indent=1))
     return path
 
 
+def _decode(s: pd.Series, col: dict[str, Any]) -> pd.Series:
+    """One column read as text (missing: NaN) back to its saved dtype."""
+    dtype, enc = col["dtype"], col["enc"]
+    if enc == "json":
+        s = s.map(lambda v: json.loads(v) if isinstance(v, str) else None).astype(object)
+    elif enc == "text":
+        s = s.map(_unescape).astype(object)
+    if "categories" in col:
+        return pd.Series(
+            pd.Categorical(s, categories=col["categories"], ordered=col["ordered"]), dtype=dtype
+        )
+    if enc != "plain":
+        return s if dtype == "object" else s.astype(dtype)
+    if dtype in ("bool", "boolean"):
+        s = s.map({"True": True, "False": False})
+        return s.astype(dtype) if dtype == "boolean" or not s.isna().any() else s
+    if dtype.startswith("datetime64"):
+        return pd.Series(pd.to_datetime(s)).astype(dtype)
+    if dtype.startswith("timedelta64"):
+        return pd.Series(pd.to_timedelta(s)).astype(dtype)
+    if dtype[:1] in ("I", "U", "F"):  # nullable Int64 / UInt8 / Float64: parse, then cast
+        return pd.to_numeric(s).astype(dtype)
+    return s.astype(dtype)  # numpy numbers: Python's own (exact) parsing of each value
+
+
 def load_table(path: str | Path) -> pd.DataFrame:
-    """Read a table written by :func:`save_table`."""
+    """Read a table written by :func:`save_table`.
+
+    Raises
+    ------
+    TableError
+        The file or its sidecar is damaged, truncated or of a newer format.
+    """
     path = Path(path)
     sidecar = path.with_suffix(".dtypes.json")
-    dtypes: dict[str, str] = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.exists() else {}
+    except ValueError as exc:
+        raise TableError(f"{sidecar.name} is damaged ({exc}).") from exc
+    if not (isinstance(meta, dict) and "format" in meta):
+        return _load_table_v1(path, meta)
+    if meta["format"] > TABLE_FORMAT:
+        raise TableError(
+            f"{path.name} was written by a newer xai_audit (table format {meta['format']}; "
+            f"this version reads up to {TABLE_FORMAT}); upgrade xai_audit to read it."
+        )
+    cols, n = meta["columns"], int(meta["n_rows"])
+    if not cols:
+        df = pd.DataFrame(index=pd.RangeIndex(n))
+    else:
+        try:
+            raw = pd.read_csv(
+                path,
+                dtype=object,
+                keep_default_na=False,
+                na_values=[NA_REP],
+                skip_blank_lines=False,
+            )
+        except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+            raise TableError(f"{path.name} is damaged ({exc}).") from exc
+        if raw.shape != (n, len(cols)):
+            raise TableError(
+                f"{path.name} has {raw.shape[0]} rows and {raw.shape[1]} columns; its sidecar "
+                f"says {n} and {len(cols)} (the file is truncated or was edited)."
+            )
+        try:
+            decoded = {j: _decode(raw.iloc[:, j], c) for j, c in enumerate(cols)}
+        except (ValueError, TypeError) as exc:
+            raise TableError(f"{path.name}: a value does not parse as its type ({exc}).") from exc
+        df = pd.DataFrame(decoded)
+        df.columns = pd.Index([c["name"] for c in cols], dtype=object)
+    index = meta.get("index")
+    if index is not None:
+        k = len(index)
+        levels = [df.iloc[:, i] for i in range(k)]
+        new_index = (
+            pd.MultiIndex.from_arrays(levels, names=index)
+            if k > 1
+            else pd.Index(levels[0], name=index[0])
+        )
+        df = df.iloc[:, k:].set_axis(new_index, axis=0)
+    try:
+        df.columns = df.columns.astype(meta.get("columns_dtype", "object"))
+    except (TypeError, ValueError):
+        pass  # names that no longer fit the recorded dtype stay objects
+    return df
+
+
+def _load_table_v1(path: Path, dtypes: dict[str, str]) -> pd.DataFrame:
+    """Tables of format 1 (a ``{column: dtype}`` sidecar; an empty table was a 1-byte file)."""
     text_cols = [c for c, t in dtypes.items() if t in ("object", "string", "str", "category")]
-    kwargs: dict[str, Any] = {}
-    if int(pd.__version__.split(".")[0]) < 3:
-        kwargs["float_precision"] = "round_trip"  # the default from pandas 3 on
-    df = pd.read_csv(
-        path,
-        dtype={c: object for c in text_cols},
-        keep_default_na=False,
-        na_values=[NA_REP],
-        **kwargs,
-    )
+    try:
+        if not path.read_text(encoding="utf-8").strip():
+            raise pd.errors.EmptyDataError
+        df = pd.read_csv(
+            path,
+            dtype={c: object for c in text_cols},
+            keep_default_na=False,
+            na_values=[NA_REP],
+        )
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame()
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise TableError(f"{path.name} is damaged ({exc}).") from exc
     for col, dtype in dtypes.items():
         if col not in df.columns:
             continue

@@ -590,7 +590,10 @@ def audit_from_config(
 
 
 def run_config(
-    path: str | Path, output_dir: str | Path | None = None, fresh: bool = False
+    path: str | Path,
+    output_dir: str | Path | None = None,
+    fresh: bool = False,
+    overwrite: bool = False,
 ) -> RunOutput:
     """Run the audit a YAML/TOML config describes and write its report.
 
@@ -602,6 +605,9 @@ def run_config(
         Overrides the config's ``output_dir``.
     fresh : bool, default False
         Ignore finished batches of an earlier run and start afresh.
+    overwrite : bool, default False
+        Write into an output folder (and over report files) that xai_audit did not create
+        (see :class:`~xai_audit.audit.Audit`).
 
     Returns
     -------
@@ -610,6 +616,7 @@ def run_config(
     """
     cfg = load_config(path)
     audit = audit_from_config(cfg, output_dir=output_dir, fresh=fresh)
+    audit.overwrite = overwrite
     result = audit.run()
     result_dir = Path(audit.output_dir)
     report = (
@@ -617,5 +624,5 @@ def run_config(
         if cfg.report_path and output_dir is None
         else result_dir / "report.html"
     )
-    report_path = result.report(report)
+    report_path = result.report(report, overwrite=overwrite)
     return RunOutput(result=result, result_dir=result_dir, report_path=report_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, is_dataclass
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..data.errors import DataWarning
 from ..model import ModelAdapter
 from . import aggregate, provenance
 from ._io import sha256_json
@@ -26,7 +28,7 @@ from .config import (
 )
 from .findings import collect_findings
 from .result import AuditResult
-from .store import ShardStore
+from .store import FolderLock, ShardStore, claim_folder
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,12 @@ class Audit:
         Result folder; default ``audits/<model hash>-<data hash>`` so that a rerun resumes.
     fresh : bool, default False
         Discard finished batches of an earlier run.
+    overwrite : bool, default False
+        Write into ``output_dir`` even when it is a non-empty folder that xai_audit did not
+        create (no ``.xai_audit`` marker). By default such a folder is refused, so that the
+        audit never replaces anyone's files; with ``overwrite=True`` files with the result's
+        names are replaced and nothing else is touched. A new or empty folder, or one an
+        earlier audit wrote, needs no flag.
     config : dict, optional
         The config the audit came from (recorded in the provenance).
     on_batch : callable, optional
@@ -117,6 +125,7 @@ class Audit:
         name: str | None = None,
         output_dir: str | Path | None = None,
         fresh: bool = False,
+        overwrite: bool = False,
         config: Mapping[str, Any] | None = None,
         on_batch: BatchCallback | None = None,
     ) -> None:
@@ -148,6 +157,7 @@ class Audit:
         self.model_card = dict(model_card or {})
         self.name = name or f"Audit of {model.name}"
         self.fresh = fresh
+        self.overwrite = bool(overwrite)
         self.on_batch = on_batch
         self._config = dict(config) if config is not None else None
         self._output_dir = Path(output_dir) if output_dir is not None else None
@@ -162,6 +172,14 @@ class Audit:
         attrs = list(self.data.attribute_cols) + [
             c for c in self.data.table.columns if c not in self.data.attribute_cols
         ]
+        if len(self.data) == 0:
+            problems.append(
+                "data: the manifest has no rows; an audit needs at least one image (add one "
+                "row per image)"
+            )
+        out_problem = self._output_dir_problem()
+        if out_problem:
+            problems.append(out_problem)
         if not self.sensitive:
             problems.append("sensitive: give at least one attribute column")
         missing = [a for a in self.sensitive if a not in self.data.table.columns]
@@ -185,12 +203,71 @@ class Audit:
         problems += check_tolerance(self.tolerance)
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        try:
-            self.model.positive_index  # noqa: B018 - raises for ambiguous multi-class models
-        except (ValueError, RuntimeError) as exc:
-            problems.append(f"model: {exc}")
+        if len(self.data):
+            problems += self._probe_problems()
+        if self.model.n_outputs is not None:  # known from class names or the probe
+            try:
+                self.model.positive_index  # noqa: B018 - raises for ambiguous multi-class models
+            except (ValueError, RuntimeError) as exc:
+                problems.append(f"model: {exc}")
         if problems:
             raise ConfigError(problems, "Audit")
+        self.data_warnings = self._data_warnings()
+        for w in self.data_warnings:
+            warnings.warn(w, DataWarning, stacklevel=3)
+
+    def _output_dir_problem(self) -> str | None:
+        """The output folder path names a file (or lies below one): say so before any work."""
+        if self._output_dir is None:
+            return None
+        path = self._output_dir
+        for p in (path, *path.parents):
+            if not p.exists():
+                continue
+            if p.is_dir():
+                return None
+            if p == path:
+                return (
+                    f"output_dir {str(path)!r} is an existing file, not a folder; give the path "
+                    "of a folder (it is created when absent)"
+                )
+            return (
+                f"output_dir {str(path)!r} cannot be created: {str(p)!r} is a file, not a "
+                "folder; choose another location"
+            )
+        return None
+
+    def _probe_problems(self) -> list[str]:
+        """One forward pass on (at most) two images: layout, channels, output rows/dtype/shape.
+
+        See :meth:`ModelAdapter.check_inputs`; cheap, and it turns a crash deep inside the
+        first batch into a diagnosis before any work.
+        """
+        from ..explain import get_method
+
+        try:
+            images = self.data.load_images(np.arange(min(2, len(self.data))))
+        except Exception as exc:  # unreadable file, mixed shapes: the manifest's own message
+            return [f"data: the first images cannot be loaded: {exc}"]
+        gradient_free = {"occlusion", "partition_shap"}
+        need_gradients = True
+        try:
+            need_gradients = any(get_method(m.name).name not in gradient_free for m in self.methods)
+        except (ValueError, TypeError):
+            pass  # an unknown method is reported by check_methods
+        found = self.model.check_inputs(images, need_gradients=need_gradients)
+        return [f"model: {p}" for p in found]
+
+    def _data_warnings(self) -> list[str]:
+        """Valid but suspicious data (kept in the result's data summary and findings)."""
+        from ..data.validation import patient_conflicts
+        from ..fairness.inputs import attribute_notes
+
+        notes = []
+        for col in self.sensitive:
+            notes += attribute_notes(self.data.table[col], col)
+        notes += patient_conflicts(self.data, [*self.data.label_cols, *self.sensitive])
+        return notes
 
     # ------------------------------------------------------------------ hashes
     @property
@@ -214,14 +291,15 @@ class Audit:
 
     def _explain_sample(self, size: int) -> np.ndarray:
         """Seeded rows balanced across label x subgroup strata (for ``max_images``)."""
+        import pandas as pd
+
+        from ..fairness.inputs import group_keys
+
         table = self.data.table
-        key = (
-            table[self.sensitive]
-            .astype(object)
-            .where(table[self.sensitive].notna(), "missing")
-            .astype(str)
-        )
-        strata = key.agg("|".join, axis=1) + "|" + self.data.label.astype(int).astype(str)
+        strata = group_keys(table[self.sensitive[0]])
+        for col in self.sensitive[1:]:
+            strata = strata + "|" + group_keys(table[col])
+        strata = pd.Series(strata + "|" + self.data.label.astype(int).astype(str).astype(object))
         rng = np.random.default_rng(self.seed)
         pools = [
             list(rng.permutation(np.flatnonzero((strata == s).to_numpy())))
@@ -277,10 +355,21 @@ class Audit:
 
         Raises
         ------
+        NotOwnedError
+            :attr:`output_dir` is a non-empty folder that xai_audit did not create (pass
+            ``overwrite=True`` to write into it anyway).
+        FolderLockedError
+            Another run is writing to :attr:`output_dir` (the message names its pid, host
+            and start time).
         Exception, KeyboardInterrupt
             Whatever interrupted the run, after every finished batch was kept; running
             again with the same settings resumes from there.
         """
+        claim_folder(self.output_dir, overwrite=self.overwrite)
+        with FolderLock(self.output_dir):
+            return self._run_locked()
+
+    def _run_locked(self) -> AuditResult:
         t_start = time.perf_counter()
         started = provenance.utc_now()
         task = self.task
@@ -296,6 +385,8 @@ class Audit:
             "n_rows": n,
             "xai_audit": __version__,
             "methods": [m.name for m in self.methods],
+            # what is known of the model now (an explicit CAM layer); batches add the rest
+            "model_info": self._discovered_model_info(),
         }
         store = ShardStore(self.output_dir)
         store.open(state, fresh=self.fresh)
@@ -317,9 +408,24 @@ class Audit:
         t_batches = time.perf_counter()
         self._run_batches(store, task, todo, n_batches)
         t_batches = time.perf_counter() - t_batches
+        # What the batches found out about the model (e.g. the CAM target layer) is kept in
+        # the run state, so that a fully resumed run reports it and explains with it too.
+        recorded = dict(store.state.get("model_info") or {})
+        if self.model.target_layer_name is None and recorded.get("target_layer"):
+            try:
+                self.model.set_target_layer(recorded["target_layer"])
+            except Exception as exc:  # noqa: BLE001 - the layer is then found again on use
+                log.warning(
+                    "Recorded target layer %r not restored: %s", recorded["target_layer"], exc
+                )
+        recorded.update(self._discovered_model_info())
+        store.update_state(model_info=recorded)
 
         t_agg = time.perf_counter()
         result = self._aggregate(store, task, hashes, started)
+        for key, value in recorded.items():
+            if result.model_info.get(key) is None:
+                result.model_info[key] = value
         result.provenance["timings_s"].update(
             {
                 "batches": round(t_batches, 4),
@@ -331,6 +437,11 @@ class Audit:
         result.save(self.output_dir)
         log.info("Audit result saved in %s", self.output_dir)
         return result
+
+    def _discovered_model_info(self) -> dict[str, Any]:
+        """The model facts found out while running (None until known)."""
+        info = {"target_layer": self.model.target_layer_name, "n_outputs": self.model.n_outputs}
+        return {k: v for k, v in info.items() if v is not None}
 
     def _load(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         rows = np.arange(k * self.batch_size, min((k + 1) * self.batch_size, len(self.data)))
@@ -450,6 +561,7 @@ class Audit:
             quality,
             data_summary,
             quality["region"]["description"],
+            subgroups.get("disparities"),
         )
         settings = self.settings()
         config = self._config if self._config is not None else settings
@@ -532,6 +644,10 @@ class Audit:
     def _data_summary(
         self, pred: Any, tables: dict[str, np.ndarray], data_hash: str
     ) -> dict[str, Any]:
+        import pandas as pd
+
+        from ..fairness.inputs import group_keys
+
         m = self.data
         pids = m.patient_ids
         sizes = {}
@@ -539,9 +655,7 @@ class Audit:
         for col in self.sensitive:
             s = m.table[col]
             missing[col] = int(s.isna().sum())
-            counts = (
-                s.astype(object).where(s.notna(), "missing").astype(str).value_counts().sort_index()
-            )
+            counts = pd.Series(group_keys(s)).value_counts().sort_index()
             sizes[col] = {str(k): int(v) for k, v in counts.items()}
         shape = None
         if len(m):
@@ -560,6 +674,7 @@ class Audit:
             "image_shape": shape,
             "data_hash": data_hash,
             "patient_level_bootstrap": pids is not None,
+            "warnings": list(getattr(self, "data_warnings", [])),
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -75,8 +76,60 @@ def render_html(result: AuditResult, data: dict[str, Any] | None = None) -> str:
     return template.render(d=data, figs=figs, sections=SECTIONS, outcomes=OUTCOMES)
 
 
-def write_report(result: AuditResult, path: str | Path, *, pdf: bool = False) -> Path:
+def written_by_xai_audit(path: str | Path) -> bool:
+    """Whether the file at ``path`` is a report (or JSON twin) that xai_audit wrote.
+
+    The HTML carries ``<meta name="generator" content="xai_audit ...">`` near its top, the
+    twin ``{"meta": {"generator": "xai_audit ..."}}``.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            meta = data.get("meta") if isinstance(data, dict) else None
+            return isinstance(meta, dict) and str(meta.get("generator", "")).startswith("xai_audit")
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        return b'<meta name="generator" content="xai_audit' in head
+    except (OSError, ValueError):
+        return False
+
+
+def check_report_paths(path: str | Path, *, pdf: bool = False, overwrite: bool = False) -> None:
+    """Refuse to replace files at the report's paths that xai_audit did not write.
+
+    The HTML and its twin may replace an earlier xai_audit report (recognised by its
+    generator tag); a PDF may replace one printed from such a report (the HTML at the same
+    path was xai_audit's). Anything else raises :class:`NotOwnedError` unless ``overwrite``.
+    """
+    from ..audit.store import NotOwnedError
+
+    if overwrite:
+        return
+    path = Path(path)
+    html_ours = path.is_file() and written_by_xai_audit(path)
+    twin = path.with_suffix(".json")
+    targets = [path, twin] + ([path.with_suffix(".pdf")] if pdf else [])
+    foreign = [
+        str(p)
+        for p in targets
+        if p.exists() and not (written_by_xai_audit(p) if p == twin else html_ours)
+    ]
+    if foreign:
+        raise NotOwnedError(
+            f"Not writing the report: {', '.join(foreign)} already exist(s) and xai_audit did "
+            "not write it. Choose another report path, or pass overwrite=True (CLI: "
+            "--overwrite) to replace it."
+        )
+
+
+def write_report(
+    result: AuditResult, path: str | Path, *, pdf: bool = False, overwrite: bool = False
+) -> Path:
     """Write ``path`` (HTML) and its JSON twin ``path.with_suffix('.json')``.
+
+    An earlier xai_audit report at these paths is replaced; a file xai_audit did not write
+    is not (see :func:`check_report_paths`) unless ``overwrite`` is True.
 
     Parameters
     ----------
@@ -84,14 +137,23 @@ def write_report(result: AuditResult, path: str | Path, *, pdf: bool = False) ->
     path : str or Path
     pdf : bool, default False
         Also print a PDF next to it with headless Chromium (see :func:`export_pdf`).
+    overwrite : bool, default False
+        Replace existing files at these paths even if xai_audit did not write them.
 
     Returns
     -------
     Path
         The HTML file.
+
+    Raises
+    ------
+    NotOwnedError
+        A file at the report's paths was not written by xai_audit (and ``overwrite`` is
+        False); nothing is written then.
     """
     t0 = time.perf_counter()
     path = Path(path)
+    check_report_paths(path, pdf=pdf, overwrite=overwrite)
     data = build_report_data(result)
     html = render_html(result, data)
     atomic_write_text(path, html)
