@@ -59,7 +59,13 @@ def outcome(label: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 def predictions_table(
     manifest: Any, sensitive: list[str], scores: np.ndarray, threshold: float
 ) -> pd.DataFrame:
-    """``row, case_id, <attributes>, label, score, predicted, outcome`` (no patient ids)."""
+    """``row, case_id, <attributes>, label, score, predicted, outcome`` (no patient ids).
+
+    Attribute values are their group names (:func:`xai_audit.fairness.inputs.normalise_attribute`,
+    NaN where missing), so every table, figure and widget built from this table groups alike.
+    """
+    from ..fairness.inputs import normalise_attribute
+
     label = manifest.label
     predicted = (scores >= threshold).astype(np.int64)
     df = pd.DataFrame(
@@ -70,7 +76,7 @@ def predictions_table(
     )
     attrs = manifest.table[sensitive].reset_index(drop=True)
     for col in sensitive:
-        df[col] = attrs[col].to_numpy(dtype=object)
+        df[col] = normalise_attribute(attrs[col])
     df["label"] = label.astype(np.int64)
     df["score"] = scores.astype(np.float64)
     df["predicted"] = predicted
@@ -447,10 +453,12 @@ def select_exemplars(
 
     ``preferred`` rows (explained by every method) are chosen first.
     """
+    from ..fairness.inputs import group_keys
+
     rng = np.random.default_rng(seed)
     rows = []
     for attr in sensitive:
-        values = pred[attr].astype(object).where(pred[attr].notna(), "missing").astype(str)
+        values = pd.Series(group_keys(pred[attr]))
         for group in sorted(values.unique()):
             for o in OUTCOMES:
                 idx = np.flatnonzero(

@@ -208,7 +208,8 @@ def trust_findings(quality: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def data_findings(warnings: list[str], data_summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Small groups and missing attributes (informational)."""
+    """Small groups, data warnings (one-group attributes, conflicting patients, mixed value
+    types, unbinned numeric attributes) and missing attributes (informational)."""
     out = []
     small = [
         w for w in warnings if "small" in w.lower() or "fewer" in w.lower() or "only" in w.lower()
@@ -224,6 +225,18 @@ def data_findings(warnings: list[str], data_summary: dict[str, Any]) -> list[dic
                 + (f"; and {len(small) - 3} more." if len(small) > 3 else "."),
                 "where": "subgroups",
                 "evidence": {"n_warnings": len(small)},
+            }
+        )
+    checks = list(data_summary.get("warnings") or [])  # see Audit._data_warnings
+    if checks:
+        out.append(
+            {
+                "severity": "info",
+                "kind": "data",
+                "title": f"{len(checks)} data warning(s)",
+                "message": " ".join(checks),
+                "where": "data",
+                "evidence": {"n_warnings": len(checks)},
             }
         )
     missing = {k: v for k, v in (data_summary.get("missing_attributes") or {}).items() if v}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ManifestError", "describe_rows"]
+__all__ = ["DataWarning", "ManifestError", "describe_rows"]
 
 
 class ManifestError(ValueError):
@@ -14,6 +14,12 @@ class ManifestError(ValueError):
     and the total count) and how to fix it. Subclasses :class:`ValueError` so that generic
     input-validation handlers catch it too.
     """
+
+
+class DataWarning(UserWarning):
+    """Data that is valid but suspicious: patients whose images disagree on labels or
+    attributes, attributes that cannot define useful subgroups (one group, many numeric
+    values, mixed value types). The audit keeps these in its result as well as warning."""
 
 
 def describe_rows(case_ids: Sequence[object], limit: int = 5) -> str:

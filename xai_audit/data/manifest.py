@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ManifestError, describe_rows
-from .readers import read_image, read_mask
+from .readers import not_regular_reason, read_image, read_mask
 from .validation import check_columns, file_problems, raise_problems, table_problems
 
 if TYPE_CHECKING:
@@ -450,6 +450,12 @@ class Manifest:
 
 
 def _file_digest(path: Path) -> bytes:
+    reason = not_regular_reason(path)
+    if reason is not None:  # reading /dev/zero or a FIFO would never end
+        raise ManifestError(
+            f"Cannot hash {str(path)!r}: it is {reason}, not a regular file. Fix the path in "
+            "the manifest."
+        )
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -506,20 +512,40 @@ def load_manifest(
     Raises
     ------
     ManifestError
-        Listing every problem found, the offending rows and how to fix them.
+        Listing every problem found, the offending rows and how to fix them; also for a
+        manifest without rows, an empty file or a path that is not a regular file.
     """
     if isinstance(source, pd.DataFrame):
         table = source.copy()
     else:
         csv = Path(source)
-        if not csv.is_file():
+        reason = not_regular_reason(csv)
+        if reason == "missing":
             raise ManifestError(f"Manifest file not found: {str(csv)!r}.")
-        header = pd.read_csv(csv, nrows=0).columns
+        if reason is not None:
+            raise ManifestError(
+                f"The manifest {str(csv)!r} is {reason}, not a regular file; give the path of "
+                "a CSV file."
+            )
+        try:
+            header = pd.read_csv(csv, nrows=0).columns
+        except pd.errors.EmptyDataError:
+            raise ManifestError(
+                f"The manifest file {str(csv)!r} is empty (no header, no rows). Write one row "
+                f"per image with at least the columns {id_col!r}, {image_col!r} and a label."
+            ) from None
         text_cols = {id_col, image_col, "patient_id", "mask", patient_col, mask_col}
         dtypes = {c: str for c in header if c in text_cols}
         table = pd.read_csv(csv, dtype=dtypes)
         if image_root is None:
             image_root = csv.parent
+    if table.empty:
+        where = "DataFrame" if isinstance(source, pd.DataFrame) else repr(str(source))
+        cols = ", ".join(map(str, table.columns)) or "none"
+        raise ManifestError(
+            f"The manifest {where} has no rows (columns: {cols}). An audit needs at least "
+            "one image: add one row per image."
+        )
     if label_cols is None:
         label_cols = ["label"]
     if patient_col is None:

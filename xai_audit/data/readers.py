@@ -24,6 +24,7 @@ __all__ = [
     "MASK_SUFFIXES",
     "image_shape",
     "is_dicom_file",
+    "not_regular_reason",
     "mask_shape",
     "read_image",
     "read_mask",
@@ -47,8 +48,51 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def _source_kind(path: Path) -> str:
+    """What a path that is not a regular file is, in words (for error messages)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "missing"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def not_regular_reason(path: str | Path) -> str | None:
+    """None for a regular file (or a link to one); else what the path is, in words.
+
+    Returns ``"missing"``, ``"a folder"``, ``"a device"``, ``"a FIFO (named pipe)"``,
+    ``"a socket"`` or ``"not a regular file"``. Devices (``/dev/zero``), FIFOs and sockets
+    are refused before any reader opens them: opening or reading them can block or never end.
+    """
+    path = Path(path)
+    return None if path.is_file() else _source_kind(path)
+
+
+def _require_regular_file(path: Path) -> None:
+    reason = not_regular_reason(path)
+    if reason == "missing":
+        raise FileNotFoundError(f"File not found: {str(path)!r}.")
+    if reason is not None:
+        raise ValueError(
+            f"{str(path)!r} is not a regular file ({reason}); images and masks must be "
+            "regular files. Point the manifest at the image file itself."
+        )
+
+
 def is_dicom_file(path: str | Path) -> bool:
     """Return True when the file carries the DICOM preamble magic (``DICM`` at byte 128)."""
+    if not Path(path).is_file():  # never open a FIFO or device (it may block forever)
+        return False
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -273,6 +317,7 @@ def read_image(path: str | Path, *, dicom_window: object = "auto") -> np.ndarray
         For NIfTI files when nibabel is not installed.
     """
     path = Path(path)
+    _require_regular_file(path)
     kind = _kind(path)
     if kind == "dicom":
         from .dicom import read_dicom
@@ -295,6 +340,7 @@ def image_shape(path: str | Path) -> tuple[int, ...]:
         ``(C, H, W)`` or ``(C, D, H, W)``.
     """
     path = Path(path)
+    _require_regular_file(path)
     kind = _kind(path)
     if kind == "pil":
         return _pil_shape(path)
@@ -334,6 +380,7 @@ def read_mask(path: str | Path) -> np.ndarray:
         ``uint8`` of 0/1, ``H x W`` (or ``D x H x W`` for volumes).
     """
     path = Path(path)
+    _require_regular_file(path)
     kind = _kind(path)
     if kind == "pil":
         from PIL import Image
@@ -359,6 +406,7 @@ def read_mask(path: str | Path) -> np.ndarray:
 def mask_shape(path: str | Path) -> tuple[int, ...]:
     """Spatial shape :func:`read_mask` would return, read from the file header only."""
     path = Path(path)
+    _require_regular_file(path)
     kind = _kind(path)
     if kind == "pil":
         return _pil_shape(path)[1:]

@@ -16,12 +16,18 @@ import numpy as np
 import pandas as pd
 
 from .errors import ManifestError, describe_rows
-from .readers import image_shape, mask_shape, read_image, read_mask
+from .readers import image_shape, mask_shape, not_regular_reason, read_image, read_mask
 
 if TYPE_CHECKING:
     from .manifest import Manifest
 
-__all__ = ["check_columns", "file_problems", "raise_problems", "table_problems"]
+__all__ = [
+    "check_columns",
+    "file_problems",
+    "patient_conflicts",
+    "raise_problems",
+    "table_problems",
+]
 
 
 def raise_problems(problems: Sequence[str]) -> None:
@@ -185,6 +191,8 @@ def file_problems(manifest: Manifest, *, deep: bool = False) -> list[str]:
     ids = manifest.case_ids
     missing: list[str] = []
     first_missing: Path | None = None
+    irregular: list[str] = []
+    first_irregular = ""
     unreadable: list[str] = []
     first_error = ""
     shapes: dict[int, tuple[int, ...]] = {}
@@ -198,9 +206,14 @@ def file_problems(manifest: Manifest, *, deep: bool = False) -> list[str]:
         path = manifest.image_path(i)
         if path is None:  # held in memory
             continue
-        if not path.is_file():
+        reason = not_regular_reason(path)
+        if reason == "missing":
             missing.append(ids[i])
             first_missing = first_missing or path
+            continue
+        if reason is not None:  # a device, FIFO, folder: never opened (reading may not end)
+            irregular.append(ids[i])
+            first_irregular = first_irregular or f"{str(path)!r} is {reason}"
             continue
         try:
             shape = read_image(path, dicom_window=None).shape if deep else image_shape(path)
@@ -215,8 +228,13 @@ def file_problems(manifest: Manifest, *, deep: bool = False) -> list[str]:
         mpath = manifest.mask_path(i)
         if mpath is None:
             continue
-        if not mpath.is_file():
+        mreason = not_regular_reason(mpath)
+        if mreason == "missing":
             mask_missing.append(ids[i])
+            continue
+        if mreason is not None:
+            irregular.append(ids[i])
+            first_irregular = first_irregular or f"mask {str(mpath)!r} is {mreason}"
             continue
         try:
             mshape = read_mask(mpath).shape if deep else mask_shape(mpath)
@@ -239,6 +257,13 @@ def file_problems(manifest: Manifest, *, deep: bool = False) -> list[str]:
             f"Image files not found for {describe_rows(missing)}; first missing path: "
             f"{str(first_missing)!r}. Relative paths in column {manifest.image_col!r} are "
             f"resolved against {root}; fix the paths or pass the right image_root."
+        )
+    if irregular:
+        problems.append(
+            f"Image or mask sources that are not regular files for "
+            f"{describe_rows(irregular)}; first: {first_irregular}. Every source must be a "
+            "regular image file (not a device, FIFO, socket or folder); fix the paths in the "
+            "manifest."
         )
     if unreadable:
         problems.append(
@@ -281,3 +306,73 @@ def _shape_problem(shapes: dict[int, tuple[int, ...]], ids: np.ndarray) -> str:
         f"most common shape {majority}: {describe_rows(odd)}. All images must share one shape "
         "(C x H x W or C x D x H x W); resize/crop them beforehand or split the manifest."
     )
+
+
+def patient_conflicts(
+    manifest: Manifest, columns: Sequence[str] | None = None, examples: int = 3
+) -> list[str]:
+    """Patients whose images disagree on a label or an attribute (warnings, not errors).
+
+    Values are compared as the audit groups them
+    (:func:`~xai_audit.fairness.inputs.normalise_attribute`: ``1`` and ``1.0`` agree); a
+    missing value does not conflict with a known one. Patient ids are never named (they may
+    be identifiers): the examples are case ids of the first image of a patient.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        Checked only when it has a patient column.
+    columns : sequence of str, optional
+        Label and attribute columns to compare; default every label and attribute column.
+    examples : int, default 3
+        Case ids named per message.
+
+    Returns
+    -------
+    list of str
+        One message per column with conflicts.
+    """
+    from ..fairness.inputs import normalise_attribute  # lazy: fairness imports fairlearn
+
+    if not manifest.patient_col:
+        return []
+    table = manifest.table
+    if columns is None:
+        columns = [*manifest.label_cols, *manifest.attribute_cols]
+    pid = table[manifest.patient_col]
+    known = pid.notna().to_numpy()
+    if not known.any():
+        return []
+    notes = []
+    for col in columns:
+        frame = pd.DataFrame(
+            {
+                "patient": pid.to_numpy(dtype=object)[known],
+                "value": normalise_attribute(table[col])[known],
+                "case": table[manifest.id_col].to_numpy(dtype=object)[known],
+            }
+        )
+        n_values = frame.groupby("patient", sort=False)["value"].nunique(dropna=True)
+        bad = n_values.index[n_values.to_numpy() > 1]
+        if not len(bad):
+            continue
+        affected = frame[frame["patient"].isin(bad)]
+        first_cases = affected.drop_duplicates("patient")["case"].head(examples).tolist()
+        shown = ", ".join(map(str, first_cases))
+        if col in manifest.label_cols:
+            what = f"different labels in {col!r}"
+            advice = (
+                "That is expected when labels are per image (e.g. follow-up studies, two "
+                "sides); otherwise correct the labels."
+            )
+        else:
+            what = f"different values of {col!r}"
+            advice = (
+                "A patient-level attribute should be the same on every image of a patient; "
+                "correct the manifest, or these patients count in several groups."
+            )
+        notes.append(
+            f"{len(bad)} patient(s) ({len(affected)} images) have images with {what} (e.g. the "
+            f"patients of cases {shown}). {advice}"
+        )
+    return notes

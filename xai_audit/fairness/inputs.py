@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._common import GROUP_SEP, INTERSECTION_SEP, MISSING_GROUP
+from ._common import GROUP_SEP, INTERSECTION_SEP, MISSING_GROUP, SubgroupWarning
+
+#: A numeric attribute with more distinct values than this is probably a measurement (age in
+#: years, a lab value) that needs binning before it can define subgroups.
+MAX_NUMERIC_GROUPS = 20
 
 
 @dataclass(frozen=True)
@@ -74,11 +80,210 @@ def as_label_matrix(
     return yf.astype(np.int8), s, names
 
 
+# ------------------------------------------------------------------------------ group keys
+def _value_kind(t: type) -> str:
+    if issubclass(t, (bool, np.bool_)):
+        return "bool"
+    if issubclass(t, numbers.Real):  # int, float, numpy numbers, Fraction, ...
+        return "number"
+    if issubclass(t, (str, np.str_)):
+        return "str"
+    return "other"
+
+
+def _number_text(x: Any) -> str:
+    """Shortest decimal text of a real number; integral values without a decimal point."""
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, np.floating) and x.dtype != np.float64:
+        x = float(str(x))  # float32 0.1 -> 0.1, not 0.10000000149011612
+    f = float(x)
+    if np.isfinite(f) and f.is_integer() and abs(f) < 2**63:
+        return str(int(f))
+    return repr(f)
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        f = float(text)
+    except ValueError:
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _kinds(values: pd.Series) -> list[str]:
+    """Kinds of the non-missing values ("bool", "number", "str", "other"), in a fixed order."""
+    if values.dtype == object:
+        types = pd.unique(values[values.notna()].map(type))
+        found = {_value_kind(t) for t in types}
+    elif pd.api.types.is_bool_dtype(values.dtype):
+        found = {"bool"}
+    elif pd.api.types.is_numeric_dtype(values.dtype):
+        found = {"number"}
+    elif pd.api.types.is_string_dtype(values.dtype):
+        found = {"str"}
+    else:
+        found = {"other"}
+    if not values.notna().any():
+        found = set()
+    return [k for k in ("bool", "number", "str", "other") if k in found]
+
+
+def normalise_attribute(values: Any) -> np.ndarray:
+    """The canonical group name of every value of one attribute column (NaN where missing).
+
+    This is the one rule by which xai_audit turns attribute values into subgroups (the audit,
+    :func:`~xai_audit.fairness.evaluate_subgroups`, the report and the widgets all use it):
+
+    * Missing values (None, NaN, ``pd.NA``, NaT) stay missing (:func:`group_keys` names them
+      ``"missing"``).
+    * Numbers are written in their shortest decimal form, integral values without a decimal
+      point: ``1``, ``1.0`` and ``np.int64(1)`` all become ``"1"``; ``2.50`` becomes
+      ``"2.5"``.
+    * Booleans become ``"True"``/``"False"`` in a column of booleans only; in a column that
+      also holds numbers (or strings that read as numbers) they are the numbers 1 and 0, so
+      ``1``, ``1.0`` and ``True`` form the one group ``"1"``.
+    * Strings are kept as they are, less surrounding whitespace. In a column that also holds
+      numbers or booleans, a string that reads as a finite number joins that number
+      (``"1"`` and ``1`` -> ``"1"``); in a column of strings only, strings are labels and are
+      never reinterpreted (``"01"`` and ``"1"`` stay two groups).
+    * Anything else (dates, ...) is written with ``str``.
+
+    Categorical columns are normalised through their categories. A column that mixes kinds
+    (numbers, booleans, strings) is legal but suspicious: :func:`attribute_notes` warns about
+    it, naming the column.
+
+    Parameters
+    ----------
+    values : array-like or pandas.Series
+        One attribute column.
+
+    Returns
+    -------
+    numpy.ndarray
+        Object array of str, NaN where the value is missing.
+    """
+    s = pd.Series(values).reset_index(drop=True)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = normalise_attribute(pd.Series(s.cat.categories.to_numpy(dtype=object)))
+        out = np.full(len(s), np.nan, dtype=object)
+        codes = s.cat.codes.to_numpy()
+        out[codes >= 0] = cats[codes[codes >= 0]]
+        return out
+    missing = s.isna().to_numpy()
+    out = np.full(len(s), np.nan, dtype=object)
+    if missing.all():
+        return out
+    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        # A numeric column: one name per distinct value (keeps float32 values' short form).
+        uniq, inv = np.unique(s.to_numpy()[~missing], return_inverse=True)
+        out[~missing] = np.asarray([_number_text(u) for u in uniq], dtype=object)[inv]
+        return out
+    s = s.astype(object)
+    kinds = set(_kinds(s))
+    present = s[~missing]
+    # Group equal values first so the per-value Python work below is per distinct value only.
+    # (factorize treats 1, 1.0 and True as one value, which the rule merges anyway.)
+    codes, uniques = pd.factorize(present.to_numpy(dtype=object))
+    numeric_strings = False
+    if "str" in kinds and kinds & {"number", "bool"}:
+        numeric_strings = any(
+            isinstance(u, (str, np.str_)) and _as_number(u) is not None for u in uniques
+        )
+    numbers_present = "number" in kinds or numeric_strings
+    names = []
+    for u in uniques:
+        kind = _value_kind(type(u))
+        if kind == "bool":
+            names.append(str(int(u)) if numbers_present else str(bool(u)))
+        elif kind == "number":
+            names.append(_number_text(u))
+        elif kind == "str":
+            text = str(u).strip()
+            number = _as_number(text) if kinds & {"number", "bool"} else None
+            names.append(_number_text(number) if number is not None else text)
+        else:
+            names.append(str(u))
+    out[~missing] = np.asarray(names, dtype=object)[codes]
+    return out
+
+
+def group_keys(values: Any) -> np.ndarray:
+    """Group name of every row of one attribute column: :func:`normalise_attribute`, with
+    missing values named ``"missing"``.
+
+    Parameters
+    ----------
+    values : array-like or pandas.Series
+        One attribute column.
+
+    Returns
+    -------
+    numpy.ndarray
+        Object array of str.
+    """
+    out = normalise_attribute(values)
+    out[pd.isna(out)] = MISSING_GROUP
+    return out
+
+
+def attribute_notes(values: Any, name: str, keys: np.ndarray | None = None) -> list[str]:
+    """Warnings about one attribute column used to define subgroups.
+
+    * the column mixes value kinds (numbers, booleans, strings): the groups follow
+      :func:`normalise_attribute`, which may not be what was meant;
+    * every case has the same value: no disparity can be assessed;
+    * a numeric column with more than :data:`MAX_NUMERIC_GROUPS` distinct values: every
+      value would be its own subgroup (e.g. age in years); bin it first.
+
+    Parameters
+    ----------
+    values : array-like or pandas.Series
+        The column.
+    name : str
+        Its name, used in the messages.
+    keys : numpy.ndarray, optional
+        ``group_keys(values)`` when already computed.
+
+    Returns
+    -------
+    list of str
+        One message per problem; empty when there is none.
+    """
+    s = pd.Series(values).reset_index(drop=True)
+    notes = []
+    kinds = _kinds(s.astype(object) if not isinstance(s.dtype, pd.CategoricalDtype) else s)
+    if len(kinds) > 1:
+        notes.append(
+            f"Attribute {name!r} mixes value types ({', '.join(kinds)}); values equal as "
+            "numbers or booleans were put in one group (1, 1.0, True and '1' -> '1'). Convert "
+            "the column to one type (e.g. df[col].astype(str) or pd.to_numeric) to make the "
+            "groups explicit."
+        )
+    keys = group_keys(s) if keys is None else np.asarray(keys, dtype=object)
+    distinct = pd.unique(keys)
+    if len(distinct) == 1 and len(keys):
+        notes.append(
+            f"Disparity for {name} cannot be assessed: every case has {name}={distinct[0]}. "
+            "Audit a data set with more than one group, or drop the attribute."
+        )
+    n_numeric = len(pd.unique(keys[keys != MISSING_GROUP]))
+    if kinds == ["number"] and n_numeric > MAX_NUMERIC_GROUPS:
+        notes.append(
+            f"Attribute {name!r} has {n_numeric} distinct numeric values, so every value "
+            f"would be its own subgroup; bin it first, e.g. df['{name}_group'] = "
+            f"pd.cut(df['{name}'], bins=[0, 40, 65, 120]), and audit '{name}_group'."
+        )
+    return notes
+
+
 def as_attribute_frame(sensitive_features: Any, n_rows: int) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Return attributes as a string DataFrame with NaN/None replaced by ``"missing"``.
+    """Return attributes as group names (:func:`group_keys`), missing values as ``"missing"``.
 
     Also returns the number of missing values per attribute (so they can be reported, never
-    dropped silently).
+    dropped silently). Emits a :class:`SubgroupWarning` for each problem
+    :func:`attribute_notes` finds (mixed value types, a single group, a numeric column with
+    many values).
     """
     if isinstance(sensitive_features, pd.DataFrame):
         frame = sensitive_features.reset_index(drop=True)
@@ -105,12 +310,11 @@ def as_attribute_frame(sensitive_features: Any, n_rows: int) -> tuple[pd.DataFra
     out = {}
     n_missing = {}
     for col in frame.columns:
-        values = frame[col].astype(object)
-        missing = values.isna().to_numpy()
-        n_missing[col] = int(missing.sum())
-        as_str = values.map(str).to_numpy(dtype=object)
-        as_str[missing] = MISSING_GROUP
-        out[col] = as_str
+        values = frame[col]
+        n_missing[col] = int(values.isna().sum())
+        out[col] = group_keys(values)
+        for note in attribute_notes(values, col, out[col]):
+            warnings.warn(note, SubgroupWarning, stacklevel=3)
     return pd.DataFrame(out), n_missing
 
 

@@ -24,6 +24,58 @@ class NonFiniteError(ValueError):
     """Images or model outputs contain NaN or infinite values."""
 
 
+class ModelOutputError(ValueError):
+    """The model's output is not ``N x K`` floating-point logits, one row per image."""
+
+
+class _FirstLayerMismatch(ValueError):
+    """Raised by the probe's hook when the first conv/linear layer cannot take the input."""
+
+
+def _output_problem(out: object, n: int) -> str | None:
+    """What is wrong with a model output for ``n`` images (None when it is usable logits)."""
+    if not isinstance(out, torch.Tensor):
+        return (
+            f"The model returned {type(out).__name__}, not a tensor; ModelAdapter needs N x K "
+            "logits (a tensor, or a tuple whose first item / a dict whose 'logits' entry is one)."
+        )
+    shape = tuple(out.shape)
+    if out.ndim == 0 or out.ndim > 2:
+        return (
+            f"The model returned outputs of shape {shape} for {n} images; ModelAdapter needs "
+            "N x K logits (one row per image). Flatten or squeeze the extra axes in the model "
+            "(e.g. return out.flatten(1), or wrap it: nn.Sequential(model, nn.Flatten()))."
+        )
+    if shape[0] != n:
+        return (
+            f"The model returned {shape[0]} rows of outputs (shape {shape}) for {n} images; it "
+            "must return one row per image. Look for a reduction over the batch axis (e.g. "
+            ".mean(0)), a reshape with a fixed batch size, or a dropped row in forward()."
+        )
+    if not out.is_floating_point():
+        return (
+            f"The model returned {str(out.dtype).replace('torch.', '')} outputs; ModelAdapter "
+            "needs floating-point logits or scores, not class ids. Return the output before "
+            "argmax/rounding (e.g. the last linear layer's output)."
+        )
+    return None
+
+
+def _nonfinite_images_message(rows: list[int]) -> str:
+    return (
+        f"{len(rows)} image(s) contain NaN or infinite pixels (positions {rows[:5]}); fix or "
+        "drop them before predicting."
+    )
+
+
+def _nonfinite_outputs_message(rows: list[int]) -> str:
+    return (
+        f"The model produced NaN or infinite outputs for {len(rows)} image(s) (positions "
+        f"{rows[:5]}); check the model's weights and the preprocessing (e.g. division by a zero "
+        "standard deviation)."
+    )
+
+
 class _PreprocessedModel(nn.Module):
     """``model(preprocess(x))`` as one module, so that attributions are in raw-input space."""
 
@@ -36,10 +88,18 @@ class _PreprocessedModel(nn.Module):
         if self.preprocess is not None:
             x = self.preprocess(x)
         out = self.model(x)
-        if isinstance(out, (tuple, list)):  # e.g. (logits, aux) from some networks
+        if isinstance(out, (tuple, list)) and out:  # e.g. (logits, aux) from some networks
             out = out[0]
         if isinstance(out, dict):
+            if "logits" not in out and "out" not in out:
+                raise ModelOutputError(
+                    f"The model returned a dict without a 'logits' or 'out' entry (keys: "
+                    f"{sorted(map(str, out))}); return the logits tensor or name it 'logits'."
+                )
             out = out.get("logits", out.get("out"))
+        problem = _output_problem(out, x.shape[0])
+        if problem is not None:  # fail here, not as an IndexError or autograd error later
+            raise ModelOutputError(problem)
         if out.ndim == 1:  # a single-logit binary model returning shape (N,)
             out = out[:, None]
         return out
@@ -234,7 +294,7 @@ class ModelAdapter:
         if self._n_outputs is None:
             self._n_outputs = width
         elif width != self._n_outputs:
-            raise ValueError(
+            raise ModelOutputError(
                 f"The model returned {width} outputs but {self._n_outputs} class names were "
                 f"given ({self._class_names})."
             )
@@ -271,19 +331,12 @@ class ModelAdapter:
                     x = self.prepare(raw)
                     bad_in = _first_nonfinite_rows(x, seen)
                     if bad_in:
-                        raise NonFiniteError(
-                            f"{len(bad_in)} image(s) contain NaN or infinite pixels (positions "
-                            f"{bad_in[:5]}); fix or drop them before predicting."
-                        )
+                        raise NonFiniteError(_nonfinite_images_message(bad_in))
                     logits = self.forward(x)
                     out = self.apply_activation(logits) if activation else logits
                     bad_out = _first_nonfinite_rows(out, seen)
                     if bad_out:
-                        raise NonFiniteError(
-                            f"The model produced NaN or infinite outputs for {len(bad_out)} "
-                            f"image(s) (positions {bad_out[:5]}); check the model's weights and "
-                            "the preprocessing (e.g. division by a zero standard deviation)."
-                        )
+                        raise NonFiniteError(_nonfinite_outputs_message(bad_out))
                     outputs.append(out.float().cpu().numpy())
                     seen += x.shape[0]
                     bar.update(x.shape[0])
@@ -332,6 +385,103 @@ class ModelAdapter:
     def positive_scores(self, images: Any, **kwargs: Any) -> np.ndarray:
         """Score of :attr:`positive_index` per image (what binary audits threshold)."""
         return self.predict_proba(images, **kwargs)[:, self.positive_index]
+
+    def check_inputs(self, images: Any, *, need_gradients: bool = True) -> list[str]:
+        """What stops this model from working on these images, from one probe forward pass.
+
+        Cheap (one forward and no backward pass on the images given; pass two or so) and run
+        by :class:`~xai_audit.audit.Audit` before any work, so that a bad model or bad images
+        give a diagnosis instead of an error deep inside a batch. Checks, in order: the batch
+        layout (:meth:`prepare`), finite pixels, that the first convolution/linear layer the
+        forward pass reaches gets the number of channels (features) it was built for, the
+        output (one row per image, ``N x K`` floating point, as :meth:`forward` checks it, and
+        as many outputs as class names), finite outputs, and (``need_gradients``) that the
+        output depends differentiably on the input, as gradient explanations need.
+
+        Parameters
+        ----------
+        images : tensor or array
+            A few images in the layout the audit feeds the model.
+        need_gradients : bool, default True
+            Also require a differentiable output.
+
+        Returns
+        -------
+        list of str
+            One message per problem, each saying how to fix it; empty when none was found.
+            Also sets :attr:`n_outputs` (and so the default class names) on success.
+        """
+        try:
+            x = self.prepare(images)
+        except ValueError as exc:
+            return [str(exc)]
+        bad = _first_nonfinite_rows(x, 0)
+        if bad:
+            return [_nonfinite_images_message(bad)]
+        names = dict((m, n) for n, m in self.model.named_modules())
+        layers = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+        seen: list[str] = []
+
+        def first_layer_check(module: nn.Module, args: tuple) -> None:
+            if seen or not args or not isinstance(args[0], torch.Tensor):
+                return
+            seen.append(names.get(module, type(module).__name__))
+            got_shape = tuple(args[0].shape)
+            is_conv = not isinstance(module, nn.Linear)
+            expected = module.in_channels if is_conv else module.in_features
+            got = got_shape[1] if is_conv and len(got_shape) > 1 else got_shape[-1]
+            if not expected or got == expected:  # lazy layers (0) take anything
+                return
+            via = " after preprocess" if self.preprocess is not None else ""
+            what = "input channels" if is_conv else "input features"
+            if is_conv:
+                fix = (
+                    "Convert the images to what the model was trained on (grey to RGB: "
+                    "preprocess=lambda x: x.repeat(1, 3, 1, 1); RGB to grey: preprocess="
+                    "lambda x: x.mean(1, keepdim=True)), or audit a model for these images."
+                )
+            else:
+                fix = (
+                    "Resize the images to the size the model was trained on (preprocess= can "
+                    "do it), or audit a model for these images."
+                )
+            raise _FirstLayerMismatch(
+                f"The model's first layer {seen[0]!r} ({type(module).__name__}) expects "
+                f"{expected} {what} but gets {got}{via} (images of shape "
+                f"{tuple(x.shape[1:])}). {fix}"
+            )
+
+        handles = [
+            m.register_forward_pre_hook(first_layer_check)
+            for m in self.model.modules()
+            if isinstance(m, layers)
+        ]
+        try:
+            with eval_mode(self.model), torch.enable_grad():
+                logits = self.forward(x.detach().clone().requires_grad_(True))
+        except (_FirstLayerMismatch, ModelOutputError) as exc:
+            return [str(exc)]
+        except Exception as exc:  # the model's own error, with what it was given
+            return [
+                f"The model failed on a probe batch of shape {tuple(x.shape)}: "
+                f"{type(exc).__name__}: {str(exc).rstrip('.')}. Check that the images' layout (N x C x H x W "
+                "or N x C x D x H x W), size and channels are what the model expects "
+                "(preprocess= can adapt them)."
+            ]
+        finally:
+            for h in handles:
+                h.remove()
+        bad = _first_nonfinite_rows(logits.detach(), 0)
+        if bad:
+            return [_nonfinite_outputs_message(bad)]
+        if need_gradients and not logits.requires_grad:
+            return [
+                "The model's output does not depend differentiably on its input (its forward "
+                "runs under torch.no_grad(), detaches, or goes through numpy), so gradient "
+                "explanations cannot be computed. Remove the no_grad/detach from forward(), or "
+                "use gradient-free methods only (occlusion, partition_shap)."
+            ]
+        return []
 
     # ------------------------------------------------------------------ layers
     def target_layer(self, example: torch.Tensor | None = None) -> tuple[str, nn.Module]:
@@ -436,4 +586,4 @@ class ModelAdapter:
         )
 
 
-__all__ = ["ModelAdapter", "NonFiniteError", "TargetLayerError"]
+__all__ = ["ModelAdapter", "ModelOutputError", "NonFiniteError", "TargetLayerError"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from xai_audit.fairness.inputs import group_keys
 from xai_audit.fairness.metrics import auroc
 
 #: Metrics offered in the dashboard, in the fairness module's naming.
@@ -89,13 +90,11 @@ def make_grouping(table: pd.DataFrame, columns: Sequence[str]) -> Grouping:
     if not columns:
         n = len(table)
         return Grouping(OVERALL[0], (), [OVERALL[1]], [()], np.zeros(n, dtype=np.int64))
-    parts = table[list(columns)].astype(object).where(table[list(columns)].notna(), MISSING)
-    keys = (
-        parts.astype(str).agg(GROUP_SEP.join, axis=1)
-        if len(columns) > 1
-        else parts[columns[0]].astype(str)
-    )
-    names, codes = np.unique(keys.to_numpy(dtype=str), return_inverse=True)
+    # Group names follow the one rule of xai_audit.fairness.inputs.normalise_attribute.
+    keys = group_keys(table[columns[0]])
+    for col in columns[1:]:
+        keys = keys + GROUP_SEP + group_keys(table[col])
+    names, codes = np.unique(keys.astype(str), return_inverse=True)
     values = [tuple(name.split(GROUP_SEP)) if len(columns) > 1 else (name,) for name in names]
     return Grouping(
         INTERSECTION_SEP.join(columns),

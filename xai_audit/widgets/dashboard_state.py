@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..fairness.inputs import group_keys
 from ._metrics import (
     DISPLAY,
     FREE_METRICS,
@@ -289,8 +290,10 @@ class DashboardState:
         for col, value in self.group_filter(attribute, group).items():
             col_values = self.source.table[col]
             mask &= (
-                col_values.isna() if value == "missing" else col_values.astype(str) == value
-            ).to_numpy()
+                col_values.isna().to_numpy()
+                if value == "missing"
+                else group_keys(col_values) == value
+            )
         return [str(c) for c in self.source.table["case_id"].to_numpy()[mask]]
 
     def forest_png(self, metric: str | None = None, width: float = 6.5) -> bytes:

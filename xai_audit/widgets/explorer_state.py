@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..fairness.inputs import group_keys
 from ._render import (
     COLORMAPS,
     contour_rgb,
@@ -92,7 +93,7 @@ class ExplorerState:
     def levels(self, attribute: str) -> list[str]:
         """Values of an attribute, sorted (missing values shown as "missing")."""
         col = self.source.table[attribute]
-        return sorted(col.dropna().astype(str).unique().tolist()) + (
+        return sorted(set(group_keys(col.dropna()).tolist())) + (
             ["missing"] if col.isna().any() else []
         )
 
@@ -130,7 +131,7 @@ class ExplorerState:
             if v is None:
                 continue
             col = table[a]
-            keep &= col.isna().to_numpy() if v == "missing" else (col.astype(str) == v).to_numpy()
+            keep &= col.isna().to_numpy() if v == "missing" else group_keys(col) == v
         if self.outcomes:
             keep &= table["outcome"].isin(self.outcomes).to_numpy()
         return keep
