@@ -451,19 +451,48 @@ def test_best_vs_worst_interval_accounts_for_choosing_the_groups() -> None:
 
     # No sampling noise: the interval collapses on the true gap.
     fixed = np.tile([0.9, 0.8, 0.7], (200, 1))
-    assert range_interval(fixed, 0.2, 0.95) == pytest.approx((0.2, 0.2))
+    assert range_interval(fixed, np.array([0.9, 0.8, 0.7]), 0.95) == pytest.approx((0.2, 0.2))
     # Nine equal groups (true gap 0) measured with noise: the percentile interval of the
     # point-selected pair often excludes small gaps; the selection-aware interval rarely does.
     rng = np.random.default_rng(0)
-    sd, tol, false_basic, false_fixed = 0.03, 0.05, 0, 0
+    sd, tol, false_sel, false_fixed, covered = 0.03, 0.05, 0, 0, 0
     for _ in range(200):
         observed = rng.normal(0.8, sd, 9)
         reps = observed + rng.normal(0, sd, (500, 9))
-        gap = observed.max() - observed.min()
-        lo, _ = range_interval(reps, gap, 0.95)
+        lo, hi = range_interval(reps, observed, 0.95)
         best, worst = observed.argmax(), observed.argmin()
         fixed_lo = np.percentile(reps[:, best] - reps[:, worst], 2.5)
-        false_basic += lo > tol
+        false_sel += lo > tol
         false_fixed += fixed_lo > tol
-    assert false_basic <= 0.05 * 200
-    assert false_basic < false_fixed
+        covered += lo <= 0.0 <= hi
+    assert false_sel <= 0.05 * 200
+    assert false_sel < false_fixed
+    # All equal: the interval is the simultaneous max-t interval of all 36 pairs, so it holds
+    # the true gap 0 about 95% of the time (binomial SE 1.5% at 200 trials).
+    assert 0.91 <= covered / 200 <= 0.99
+
+
+def test_range_interval_is_the_pair_interval_when_one_pair_stands_out() -> None:
+    from scipy.stats import norm
+
+    from xai_audit.fairness.disparity import range_interval, range_intervals
+
+    # Three groups far apart (gaps of 20 SE): only the best-worst pair can be the range, so
+    # the interval is that pair's studentised interval, ±z * se with z the 97.5% quantile.
+    rng = np.random.default_rng(1)
+    sd = 0.01
+    observed = np.array([0.9, 0.6, 0.3])
+    reps = observed + rng.normal(0, sd, (20000, 3))
+    lo, hi = range_interval(reps, observed, 0.95)
+    se = np.std(reps[:, 0] - reps[:, 2], ddof=1)
+    z = norm.ppf(0.975)
+    assert lo == pytest.approx(0.6 - z * se, abs=0.1 * se)
+    assert hi == pytest.approx(0.6 + z * se, abs=0.1 * se)
+    # Vectorised over metrics; a group without a point estimate takes no part; one group: NaN.
+    stacked = np.stack([reps, reps[:, ::-1]], axis=2)
+    obs = np.stack([observed, observed[::-1]], axis=1)
+    obs[2, 1] = np.nan  # second metric: group 3 (value 0.9) undefined -> range 0.6 - 0.3
+    lo2, hi2 = range_intervals(stacked, obs, 0.95)
+    assert lo2[0] == pytest.approx(lo) and hi2[0] == pytest.approx(hi)
+    assert 0.25 < lo2[1] < 0.3 < hi2[1] < 0.35
+    assert np.isnan(range_interval(reps[:, :1], observed[:1], 0.95)[0])

@@ -30,7 +30,6 @@ size or on ``n_jobs``.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -355,6 +354,36 @@ def bootstrap_replicates(
     return reps
 
 
+def nan_quantiles(x: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """Quantiles along axis 0 ignoring NaN, numpy's default ("linear") definition.
+
+    Equal to ``np.nanquantile(x, q, axis=0)`` but vectorised: numpy falls back to a Python
+    loop over columns (``apply_along_axis``) as soon as one NaN is present, which made the
+    interval step slower than the bootstrap itself.
+
+    Returns
+    -------
+    array of shape ``(len(q),) + x.shape[1:]``; NaN where a column has no finite value.
+    """
+    x = np.asarray(x, dtype=_F)
+    srt = np.sort(x, axis=0)  # NaN sort to the end
+    n = (~np.isnan(x)).sum(axis=0)
+    out = np.full((len(q),) + x.shape[1:], np.nan)
+    has = n > 0
+    top = np.maximum(n - 1, 0)
+    for i, qi in enumerate(q):
+        pos = qi * top
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, top)
+        frac = pos - lo
+        a = np.take_along_axis(srt, lo[None], axis=0)[0]
+        b = np.take_along_axis(srt, hi[None], axis=0)[0]
+        # numpy's lerp: a + (b - a) * frac, computed from the nearer end
+        val = np.where(frac >= 0.5, b - (b - a) * (1 - frac), a + (b - a) * frac)
+        out[i] = np.where(has, val, np.nan)
+    return out
+
+
 def percentile_interval(replicates: np.ndarray, ci: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval along axis 0, ignoring NaN replicates.
 
@@ -363,9 +392,7 @@ def percentile_interval(replicates: np.ndarray, ci: float = 0.95) -> tuple[np.nd
     """
     alpha = (1.0 - ci) / 2.0
     finite = np.isfinite(replicates)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lo, hi = np.nanquantile(replicates, [alpha, 1.0 - alpha], axis=0)
+    lo, hi = nan_quantiles(replicates, [alpha, 1.0 - alpha])
     enough = (
         finite.mean(axis=0) >= 0.5 if replicates.shape[0] else np.zeros(replicates.shape[1:], bool)
     )
