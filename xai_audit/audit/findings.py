@@ -31,8 +31,22 @@ def _where(attribute: str, group: str) -> str:
     return " & ".join(f"{a}={g}" for a, g in _components(attribute, group))
 
 
-def disparity_findings(flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One finding per flagged single-attribute group (intersections folded in when explained)."""
+def disparity_findings(
+    flags: list[dict[str, Any]], disparities: Any = None
+) -> list[dict[str, Any]]:
+    """One finding per flagged group that explains a gap, named as narrowly as the data allow.
+
+    With ``disparities`` (the subgroup ``disparities`` table: differences to overall with
+    CIs), a single-attribute gap carried by one intersection (the attribute value's other
+    cells are within tolerance, whole CI) becomes a finding of that intersection, with the
+    other cells as evidence, and the single-attribute flags it explains are folded under it
+    (:func:`xai_audit.fairness.attribution.attribute_gaps`). A main effect stays a
+    single-group finding with its intersections folded under it. Without ``disparities``:
+    one finding per flagged single group, intersections folded under a flagged component.
+    """
+    from ..fairness.attribution import attribute_gaps
+
+    attribution = attribute_gaps(flags, disparities)
     by_group: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for f in flags:
         by_group[(f["attribute"], f["group"])].append(f)
@@ -40,24 +54,42 @@ def disparity_findings(flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
     flagged_metrics = {
         k: {MIRRORS.get(f["metric"], f["metric"]) for f in v} for k, v in by_group.items()
     }
+
+    def lead(key: tuple[str, str]) -> tuple[str, str]:
+        seen = set()
+        while key in attribution.explained_by and key not in seen:
+            seen.add(key)
+            key = attribution.explained_by[key]
+        return key
+
     folded: dict[tuple[str, str], list[str]] = defaultdict(list)
+    explains: dict[tuple[str, str], list[str]] = defaultdict(list)
     leaders: list[tuple[str, str]] = []
     for key in by_group:
         if key in singles:
+            if key in attribution.explained_by:
+                explains[lead(key)].append(_where(*key))
+            else:
+                leaders.append(key)
+            continue
+        if key in attribution.carriers:
             leaders.append(key)
             continue
         parents = [
-            c
-            for c in _components(*key)
-            if c in singles and flagged_metrics[c] & flagged_metrics[key]
+            c for c in _components(*key) if c in singles and flagged_metrics[c] & flagged_metrics[key]
         ]
+        # A component that is a finding itself (a main effect) first, then explained ones.
+        parents = [lead(c) for c in sorted(parents, key=lambda c: c in attribution.explained_by)]
         if parents:
             folded[parents[0]].append(_where(*key))
         else:
             leaders.append(key)
+    for key in list(explains):
+        if key not in by_group:  # explained by a group that has no flag of its own
+            leaders.append(key)
     findings = []
     for key in leaders:
-        items = sorted(by_group[key], key=lambda f: -abs(f.get("gap") or 0.0))
+        items = sorted(by_group.get(key, []), key=lambda f: -abs(f.get("gap") or 0.0))
         main = [
             f
             for f in items
@@ -71,8 +103,35 @@ def disparity_findings(flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
             message += (
                 " Also beyond tolerance: " + ", ".join(o.replace("_", " ") for o in others) + "."
             )
+        carrier = attribution.carriers.get(key)
+        if carrier:
+            message += " " + _carrier_text(key, carrier, head["metric"])
+        elif explains.get(key):
+            message += (
+                " It also explains the flagged gap of "
+                + ", ".join(sorted(set(explains[key])))
+                + " (confined there to cells of this group)."
+            )
         if folded.get(key):
             message += " Seen too in the intersections " + ", ".join(sorted(folded[key])) + "."
+        evidence = {
+            "attribute": key[0],
+            "group": key[1],
+            "metric": head["metric"],
+            "gap": head.get("gap"),
+            "ci_low": head.get("ci_low"),
+            "ci_high": head.get("ci_high"),
+            "tolerance": head.get("tolerance"),
+            "metrics": sorted({f["metric"] for f in items}),
+            "n_flags": len(items),
+            "intersections": sorted(folded.get(key, [])),
+            "explains": sorted(set(explains.get(key, []))),
+            "attribution": "intersection"
+            if carrier
+            else ("single_group" if INTERSECTION_SEP not in key[0] else "intersection_flag"),
+        }
+        if carrier:
+            evidence["unaffected_cells"] = list(carrier["unaffected"])
         findings.append(
             {
                 "severity": "high",
@@ -80,21 +139,31 @@ def disparity_findings(flags: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "title": f"Performance gap for {_where(*key)}",
                 "message": message,
                 "where": _where(*key),
-                "evidence": {
-                    "attribute": key[0],
-                    "group": key[1],
-                    "metric": head["metric"],
-                    "gap": head.get("gap"),
-                    "ci_low": head.get("ci_low"),
-                    "ci_high": head.get("ci_high"),
-                    "tolerance": head.get("tolerance"),
-                    "metrics": sorted({f["metric"] for f in items}),
-                    "n_flags": len(items),
-                    "intersections": sorted(folded.get(key, [])),
-                },
+                "evidence": evidence,
             }
         )
     return findings
+
+
+def _carrier_text(key: tuple[str, str], carrier: dict[str, Any], metric: str) -> str:
+    """Why an intersection, not its attributes, is named: the other cells are unaffected."""
+    metric = MIRRORS.get(metric, metric)
+    shown = [c for c in carrier["unaffected"] if c["metric"] == metric]
+    cells = [
+        f"{c['where']} {c['value']:.2f} ({c['diff_to_overall']:+.2f} vs overall, CI "
+        f"{c['diff_ci_low']:+.2f} to {c['diff_ci_high']:+.2f})"
+        for c in shown
+        if c["within_tolerance"] and c["value"] is not None
+    ]
+    text = (
+        f"The gap is specific to {_where(*key)}: the other cells of its groups are within the "
+        f"tolerance for {metric.replace('_', ' ')} ({'; '.join(cells)})."
+    )
+    untested = [c["where"] for c in shown if c["within_tolerance"] is None]
+    if untested:
+        text += " Too small to assess: " + ", ".join(untested) + "."
+    names = ", ".join(sorted(_where(*k) for k in carrier["explains"]))
+    return text + f" It explains the flagged gap of {names} (not separate findings)."
 
 
 def shortcut_findings(shortcuts: dict[str, dict[str, Any]], region: str) -> list[dict[str, Any]]:
@@ -266,10 +335,15 @@ def collect_findings(
     quality: dict[str, Any],
     data_summary: dict[str, Any],
     region_name: str,
+    subgroup_disparities: Any = None,
 ) -> list[dict[str, Any]]:
-    """All key findings, most severe first; an "ok" finding when nothing was flagged."""
+    """All key findings, most severe first; an "ok" finding when nothing was flagged.
+
+    ``subgroup_disparities`` (the subgroup ``disparities`` table) lets a gap be attributed to
+    the intersection that carries it (see :func:`disparity_findings`).
+    """
     findings = (
-        disparity_findings(subgroup_flags)
+        disparity_findings(subgroup_flags, subgroup_disparities)
         + shortcut_findings(quality.get("shortcuts") or {}, region_name)
         + trust_findings(quality)
         + data_findings(subgroup_warnings, data_summary)
