@@ -1,7 +1,12 @@
-"""Sanity check (model-parameter randomisation): known answers, model untouched, bad input."""
+"""Sanity check (model-parameter randomisation): known answers, model untouched, bad input.
+
+The verdict reads the whole cascade (Adebayo et al., 2018): Guided Backprop must fail on
+trained CNNs, Grad-CAM and plain gradients pass, an edge detector fails.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -11,7 +16,18 @@ from test_quality_helpers import SmallCNN, blob_images, gradcam_explainer, gradi
 
 from xai_audit.model import ModelAdapter
 from xai_audit.quality import SanityResult, edge_detector, sanity_check
-from xai_audit.quality.sanity import randomisable_layers
+from xai_audit.quality.sanity import cascade_verdict, label_verdict, randomisable_layers
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Tiny batches: extra threads only add sync cost on a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _square_task(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +95,12 @@ def test_model_dependent_maps_pass_and_edge_detector_fails(trained):
     assert order == ["head", "conv3", "conv2", "conv1"]
     assert sr.maps["gradcam_explainer"].shape == (5, 4, 32, 32)
     label = sr.label_check.set_index("method")
+    # Magnitude maps of a two-class model: the mirror image looks the same, so no verdict.
+    assert label.loc["edge_detector", "status"] == "inconclusive"
     assert not label.loc["edge_detector", "class_sensitive"]
+    assert label.loc["gradcam_explainer", "status"] == "pass"
+    assert sr.verdicts["gradcam_explainer"]["label"]["status"] == "pass"
+    assert "fails the cascading" in sr.reason["edge_detector"]
     final = sr.final_per_image()
     assert len(final) == len(x) and "edge_detector_spearman" in final.columns
     json.dumps(sr.to_dict())
@@ -135,3 +156,159 @@ def test_with_real_explain(trained):
     sr = sanity_check(adapter, x[:4], ["gradcam", "saliency"], random_label=False)
     assert adapter.model_hash() == hash_before
     assert sr.passed["gradcam"] and sr.passed["saliency"]
+
+
+# ---------------------------------------------------------------- the verdict rule itself
+def test_cascade_verdict_known_curves():
+    """Hand-made similarity curves (output layer first) with known answers."""
+    flat = cascade_verdict([0.95] * 6, method="m")
+    assert flat["passed"] is False and flat["top"] == pytest.approx(0.95)
+    assert flat["top_steps"] == 3 and "0.95" in flat["reason"]
+    drop = cascade_verdict([0.9, 0.2, 0.1, 0.1, 0.0, 0.1], list("abcdef"), method="m")
+    assert drop["passed"] is True and drop["first_changed_step"] == 2
+    assert drop["first_changed_layer"] == "b" and "step 2 (b randomised: 0.20)" in drop["reason"]
+    assert drop["auc"] == pytest.approx(np.mean([0.9, 0.2, 0.1, 0.1, 0.0, 0.1]))
+    # Guided Backprop's pattern: unchanged while the top is random, drops at the bottom only.
+    # The old rule (last step only) passed it.
+    late = cascade_verdict([0.9, 0.9, 0.9, 0.9, 0.9, 0.1], method="m")
+    assert late["passed"] is False and late["final"] == pytest.approx(0.1)
+    assert "lowest over the top 3 steps 0.90" in late["reason"]
+    # Similar again once everything is random: explains the input after all.
+    back = cascade_verdict([0.2, 0.1, 0.1, 0.8], method="m")
+    assert back["passed"] is False and "every layer random" in back["reason"]
+    # Slow start, but low on average (tiny nets' plain gradients): passes on the mean.
+    slow = cascade_verdict([0.99, 0.73, -0.11, 0.21], method="m")
+    assert slow["passed"] is True and slow["top"] == pytest.approx(0.73)
+    assert "on average" in slow["reason"]
+    assert cascade_verdict([np.nan] * 3)["passed"] is None
+    assert cascade_verdict([0.6, 0.6], threshold=0.7)["passed"] is True
+    with pytest.raises(ValueError, match="at least one"):
+        cascade_verdict([])
+    with pytest.raises(ValueError, match="names"):
+        cascade_verdict([0.1, 0.2], ["a"])
+
+
+def test_label_verdict_two_class_and_multiclass():
+    mirror = label_verdict(-0.95, n_outputs=2, magnitude_maps=False)
+    assert mirror["status"] == "pass" and "mirror" in mirror["reason"]
+    assert label_verdict(0.9, n_outputs=2, magnitude_maps=False)["status"] == "fail"
+    # |grad| of a two-class softmax: the mirror image has the same magnitudes.
+    assert label_verdict(0.99, n_outputs=2, magnitude_maps=True)["status"] == "inconclusive"
+    assert label_verdict(0.99, n_outputs=5, magnitude_maps=True)["status"] == "fail"
+    assert label_verdict(0.1, n_outputs=5, magnitude_maps=True)["status"] == "pass"
+    assert label_verdict(np.nan, n_outputs=2, magnitude_maps=False)["status"] == "inconclusive"
+
+
+def test_failed_label_check_fails_the_method(trained):
+    """A map that ignores the class (signed, so not a mirror case) fails despite the cascade."""
+    adapter, x = trained
+
+    def class_blind(a, images, targets):
+        # Model-dependent (gradient of the sum of logits) but the same for every class.
+        xx = a.prepare(images).clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(a.forward(xx).sum(), xx)
+        return g.sum(dim=1).detach().cpu().numpy()
+
+    sr = sanity_check(adapter, x, class_blind)
+    label = sr.label_check.set_index("method").loc["class_blind"]
+    assert label["status"] == "fail" and label["spearman_median"] > 0.99
+    assert not sr.passed["class_blind"]
+    assert "random-label check" in sr.reason["class_blind"]
+
+
+# ------------------------------------------------------------- the trained demo CNN (128 px)
+@pytest.fixture(scope="module")
+def demo_sanity():
+    from xai_audit.datasets import make_synthetic_cxr
+    from xai_audit.model.demo import WEIGHTS_FILE, _weights_dir
+
+    if not (_weights_dir() / WEIGHTS_FILE).is_file():
+        pytest.skip("the demo weights are not bundled")
+    from xai_audit.model import load_demo_model
+
+    adapter = load_demo_model(device="cpu")
+    data = make_synthetic_cxr(24, seed=0)
+    y = data.metadata["label"].to_numpy()
+    rows = np.r_[np.flatnonzero(y == 1)[:2], np.flatnonzero(y == 0)[:2]]
+    with _one_thread():
+        return sanity_check(
+            adapter,
+            data.images[rows],
+            ["gradcam", "saliency", "guided_backprop", edge_detector],
+            keep_maps=1,
+        )
+
+
+def test_demo_cnn_guided_backprop_fails_gradcam_and_gradients_pass(demo_sanity):
+    sr = demo_sanity
+    assert sr.passed == {
+        "gradcam": True,
+        "saliency": True,
+        "guided_backprop": False,
+        "edge_detector": False,
+    }
+    gbp = sr.verdicts["guided_backprop"]
+    # Adebayo et al.'s finding: similar while the top of the network is random.
+    assert gbp["top_steps"] == 5 and gbp["top"] >= 0.5 and gbp["auc"] >= 0.5
+    # ... and it only changes at the input layer, so the old last-step rule passed it
+    # (bench/quality.py --sanity, 16 images: 0.47).
+    assert gbp["first_changed_step"] == 9 and gbp["final"] < 0.5
+    assert f"lowest over the top 5 steps {gbp['top']:.2f}" in sr.reason["guided_backprop"]
+    assert "fails the cascading" in sr.reason["guided_backprop"]
+    cam = sr.verdicts["gradcam"]
+    assert cam["top"] < 0.5 and cam["first_changed_step"] <= 5
+    step = cam["first_changed_step"]
+    assert f"step {step} ({cam['first_changed_layer']} randomised" in sr.reason["gradcam"]
+    assert sr.verdicts["edge_detector"]["top"] > 0.99
+    label = sr.label_check.set_index("method")["status"]
+    assert label["gradcam"] == "pass" and label["saliency"] == "inconclusive"
+    json.dumps(sr.to_dict())
+    assert "top half" in sr.to_dict()["rule"]
+
+
+# ------------------------------------------- small CNNs trained for a second (not fragile)
+class _TinyBNNet(torch.nn.Module):
+    """Two conv + batch-norm blocks and a linear head (5 layers with parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 8, 3, padding=1),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(8, 16, 3, padding=1),
+            torch.nn.BatchNorm2d(16),
+            torch.nn.ReLU(),
+        )
+        self.head = torch.nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(
+    "seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
+)
+def test_small_trained_cnn_gradcam_passes_guided_backprop_fails(seed):
+    """A 5-layer CNN trained for a second: Grad-CAM must not be flagged (no false alarm)."""
+    torch.manual_seed(seed)
+    net = _TinyBNNet()
+    x, y = _square_task(96, seed=1 + 10 * seed)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    with _one_thread():
+        for _ in range(30):
+            perm = torch.randperm(len(x))
+            for i in range(0, len(x), 32):
+                b = perm[i : i + 32]
+                loss = torch.nn.functional.cross_entropy(net(x[b]), y[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        net.eval()
+        xt, yt = _square_task(16, seed=2 + 10 * seed)
+        assert (net(xt).argmax(1) == yt).float().mean() >= 0.9  # it learned the task
+        adapter = ModelAdapter(net, class_names=["none", "square"], device="cpu")
+        sr = sanity_check(adapter, xt, ["gradcam", "guided_backprop"], random_state=seed)
+    assert sr.passed["gradcam"], sr.reason["gradcam"]
+    assert not sr.passed["guided_backprop"], sr.reason["guided_backprop"]
