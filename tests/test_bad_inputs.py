@@ -317,6 +317,14 @@ def test_widgets_group_with_the_same_rule() -> None:
     assert grouping.codes.tolist() == [1, 1, 1, 0, 2]
 
 
+def test_quality_breakdowns_group_with_the_same_rule() -> None:
+    from xai_audit.quality.groups import group_labels
+
+    labels, order = group_labels(pd.Series([10, 2.0, True, "2", None], dtype=object))
+    assert labels.tolist() == ["10", "2", "1", "2", "missing"]
+    assert order == ["1", "2", "10", "missing"]  # numbers in numeric order
+
+
 # ---------------------------------------------------------------- warnings
 def test_many_numeric_values_ask_for_binning() -> None:
     age = np.arange(140) % 140 + 20

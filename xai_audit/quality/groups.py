@@ -37,19 +37,22 @@ def group_labels(column: pd.Series) -> tuple[np.ndarray, list[str]]:
 
     Categorical columns keep their category order; others are sorted; ``"missing"`` is last.
     """
+    from ..fairness.inputs import group_keys, normalise_attribute
+
     values = column.reset_index(drop=True)
     isna = values.isna().to_numpy()
+    # Group names follow the one rule of xai_audit.fairness.inputs.normalise_attribute.
+    labels = group_keys(values)
     if isinstance(values.dtype, pd.CategoricalDtype):
-        order = [str(c) for c in values.cat.categories]
-    else:
-        uniq = pd.unique(values[~isna])
+        order = list(dict.fromkeys(normalise_attribute(values.cat.categories.to_series())))
+    else:  # each group sorted by the raw value of its first case (numbers numerically)
+        names, first = np.unique(labels[~isna].astype(str), return_index=True)
+        raw = values[~isna].to_numpy(dtype=object)[first]
         try:
-            uniq = sorted(uniq)
+            ranked = sorted(zip(raw, names))
         except TypeError:
-            uniq = sorted(uniq, key=str)
-        order = [str(u) for u in uniq]
-    labels = values.astype(object).map(str).to_numpy(dtype=object)
-    labels[isna] = MISSING
+            ranked = sorted(zip(raw, names), key=lambda p: (str(p[0]), p[1]))
+        order = [str(name) for _, name in ranked]
     present = set(labels.tolist())
     order = [o for o in order if o in present]
     if isna.any():
