@@ -102,7 +102,9 @@ def evaluate_subgroups(
 
     Point estimates come from fairlearn's :class:`~fairlearn.metrics.MetricFrame` with
     scikit-learn metrics; confidence intervals from a vectorised percentile bootstrap
-    (:mod:`xai_audit.fairness.bootstrap`), by patient when ``patient_id`` is given.
+    (:mod:`xai_audit.fairness.bootstrap`), by patient when ``patient_id`` is given. The
+    best-vs-worst gap's interval accounts for the choice of the two groups (simultaneous max-t
+    intervals of the pairwise differences, :func:`~xai_audit.fairness.disparity.range_interval`).
 
     Parameters
     ----------

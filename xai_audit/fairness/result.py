@@ -58,7 +58,8 @@ class SubgroupResult:
         label, attribute, group, n, n_pos, metric, value, ci_low, ci_high, status, reason.
     disparities : DataFrame
         One row per (label, group, metric): value, overall, diff_to_overall (+ diff_ci_low,
-        diff_ci_high), ratio_to_overall; plus the attribute-level columns max_gap (+ CI),
+        diff_ci_high), ratio_to_overall; plus the attribute-level columns max_gap (+ CI:
+        selection-aware, see :func:`~xai_audit.fairness.disparity.range_interval`),
         best_group, worst_group, equalized_odds_difference, demographic_parity_difference
         repeated on every row of the attribute.
     gaps : DataFrame
