@@ -111,11 +111,25 @@ def _as_number(text: str) -> float | None:
     return f if np.isfinite(f) else None
 
 
+_ONE_KIND = {
+    "string": "str",
+    "boolean": "bool",
+    "integer": "number",
+    "floating": "number",
+    "mixed-integer-float": "number",
+}
+
+
 def _kinds(values: pd.Series) -> list[str]:
     """Kinds of the non-missing values ("bool", "number", "str", "other"), in a fixed order."""
     if values.dtype == object:
-        types = pd.unique(values[values.notna()].map(type))
-        found = {_value_kind(t) for t in types}
+        # pandas' C-level inference answers the common one-kind columns without a row loop.
+        inferred = pd.api.types.infer_dtype(values, skipna=True)
+        if inferred in _ONE_KIND:
+            found = {_ONE_KIND[inferred]}
+        else:
+            types = pd.unique(values[values.notna()].map(type))
+            found = {_value_kind(t) for t in types}
     elif pd.api.types.is_bool_dtype(values.dtype):
         found = {"bool"}
     elif pd.api.types.is_numeric_dtype(values.dtype):
