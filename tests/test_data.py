@@ -525,3 +525,38 @@ def test_dicom_labels_must_cover_every_file(tmp_path: Path) -> None:
     _write_dicom(tmp_path / "b.dcm", PIXELS)
     with pytest.raises(ManifestError, match=r"No labels for 1 row"):
         manifest_from_dicom([tmp_path / "a.dcm", tmp_path / "b.dcm"], labels={"a.dcm": 1})
+
+
+# ----------------------------------------------------------------------------- patients
+def test_patient_conflicts_compare_values_as_the_audit_groups_them() -> None:
+    from xai_audit.data.validation import patient_conflicts
+
+    m = manifest_from_arrays(
+        np.zeros((6, 1, 4, 4), np.float32),
+        [0, 0, 1, 1, 0, 1],
+        attributes={
+            "grade": pd.Series([1, 1.0, 2, None, 3, 4], dtype=object),  # 1 == 1.0; NaN is no value
+            "sex": ["F", "F", "M", "M", "F", "M"],
+        },
+        patient_ids=["MRN-1", "MRN-1", "MRN-2", "MRN-2", "MRN-3", "MRN-3"],
+    )
+    notes = patient_conflicts(m)
+    assert len(notes) == 3  # label: MRN-3; grade: MRN-3 (3 vs 4); sex: MRN-3
+    assert notes[0].startswith("1 patient(s) (2 images) have images with different labels")
+    assert all("cases case_00004" in n for n in notes)
+    assert not any("MRN" in n for n in notes)  # raw patient ids never appear
+    assert patient_conflicts(m.subset([0, 1, 2, 3])) == []
+    no_patients = manifest_from_arrays(np.zeros((2, 1, 4, 4), np.float32), [0, 1])
+    assert patient_conflicts(no_patients) == []
+
+
+def test_not_regular_reason_names_what_a_path_is(tmp_path: Path) -> None:
+    from xai_audit.data.readers import not_regular_reason
+
+    f = tmp_path / "a.npy"
+    np.save(f, np.zeros((2, 2)))
+    assert not_regular_reason(f) is None
+    assert not_regular_reason(tmp_path / "nope.png") == "missing"
+    assert not_regular_reason(tmp_path) == "a folder"
+    if Path("/dev/null").exists():
+        assert not_regular_reason("/dev/null") == "a device"
