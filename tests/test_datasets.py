@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -343,3 +344,186 @@ def test_config_validation_and_custom_effect_sizes() -> None:
     assert effect(ds.card, "faint_lesions")["size"]["lesion_contrast_ratio"] == 0.6
     assert effect(ds.card, "site_marker_shortcut")["size"]["p_marker_given_positive"] == 0.5
     assert ds.card["config"]["faint_factor"] == 0.6
+
+
+# --- knobs added for the findings benchmark (bench/findings.py) ------------------------------
+# Each must leave the default output byte-identical and do exactly what it says.
+
+#: SHA-256 of a small default set (60 images, 48 px, seed 11) as generator 1.0.0 wrote it
+#: before any knob was added: metadata CSV, card JSON, 8-bit images, masks.
+GOLDEN_60_48_11 = {
+    "metadata": "d8f5498085b4e6cae66c7a121b6753c32f375358ff8e3c163295a0b1b647ea51",
+    "card": "2d286179833c28e55656212b2c3bef09d1c0c78b44e3bc166a1ee77f06a6d9b2",
+    "images": "be5213dad1b938eff91dd54521017aa9e844e007377e31173fc687efd4dd0879",
+    "masks": "44aa48e0e721593ba5fa6ff9ecafa012232ea9e83d0a5565c5201c80cc19cbf7",
+}
+
+
+def _digests(ds: SyntheticDataset) -> dict[str, str]:
+    from xai_audit.datasets.io import card_json
+
+    def sha(b: bytes) -> str:
+        return hashlib.sha256(b).hexdigest()
+
+    return {
+        "metadata": sha(ds.metadata.to_csv(index=False, lineterminator="\n").encode()),
+        "card": sha(card_json(ds.card).encode()),
+        "images": sha(to_uint8(ds.images).tobytes()),
+        "masks": sha(ds.masks.tobytes()),
+    }
+
+
+def test_defaults_unchanged_by_the_new_knobs() -> None:
+    default = make_synthetic_cxr(n_samples=60, image_size=48, seed=11)
+    assert _digests(default) == GOLDEN_60_48_11
+    explicit = SyntheticConfig(
+        faint_where=None, marker_shape="L", marker_width=None, marker_position=None
+    )
+    same = make_synthetic_cxr(n_samples=60, image_size=48, seed=11, config=explicit)
+    assert _digests(same) == GOLDEN_60_48_11
+    for key in ("faint_where", "marker_shape", "marker_width", "marker_position"):
+        assert key not in default.card["config"]  # recorded only when set
+    # The age-group disparity written as faint_where is the same data (only the card says so).
+    as_where = SyntheticConfig(faint_where={"age_group": "65+"})
+    ds = make_synthetic_cxr(n_samples=60, image_size=48, seed=11, config=as_where)
+    assert np.array_equal(ds.images, default.images)
+    pd.testing.assert_frame_equal(ds.metadata, default.metadata)
+
+
+@pytest.mark.parametrize("shape", ["L", "square", "ring", "text"])
+def test_marker_lands_where_configured(shape: str) -> None:
+    # 128 px units: a box of 8 x 24 (text) or 12 x 12 at row 60, column 30 over the body.
+    h, w = (8, 24) if shape == "text" else (12, 12)
+    cfg = SyntheticConfig(
+        marker_site="A",
+        p_marker_positive=1.0,
+        p_marker_negative=1.0,
+        marker_shape=shape,
+        marker_size=h,
+        marker_width=w,
+        marker_position=(60.0, 30.0),
+    )
+    ds = make_synthetic_cxr(n_samples=60, image_size=64, seed=3, config=cfg)
+    region = ds.marker_region()
+    rows, cols = np.nonzero(region)
+    # Scaled to 64 px: top-left (30, 15), box h/2 x w/2, and the token inside it.
+    assert rows.min() >= 30 and cols.min() >= 15
+    assert rows.max() < 30 + h // 2 and cols.max() < 15 + w // 2
+    eff = effect(ds.card, "site_marker_shortcut")
+    assert eff["region"]["box"] == [15, 30, 15 + w // 2, 30 + h // 2]  # x0, y0, x1, y1
+    assert eff["region"]["shape"] == shape and ds.card["config"]["marker_position"] == [60, 30]
+    meta = ds.metadata
+    has = meta["marker"].to_numpy() == 1
+    assert np.array_equal(has, (meta["site"] == "A").to_numpy())
+    # The token's pixels are set to its intensity (through site A's gain 1 and noise sd 0.02).
+    tok = ds.images[:, 0][:, region]
+    assert np.abs(tok[has] - 0.92).mean() < 0.03
+    # Nowhere else is changed: same seed without any marker differs only inside the region.
+    clean = make_synthetic_cxr(
+        n_samples=60, image_size=64, seed=3, config=replace(cfg, p_marker_positive=0.0,
+                                                            p_marker_negative=0.0)
+    )  # fmt: skip
+    diff = (ds.images != clean.images)[:, 0]
+    assert not diff[:, ~region].any() and diff[has][:, region].any()
+    assert not diff[~has].any()
+
+
+def test_marker_patterns() -> None:
+    from xai_audit.datasets.render import marker_pattern
+
+    # The default "L" is unchanged: a left stroke and a bottom stroke of 35% of the side.
+    ell = marker_pattern(10)
+    assert ell[:, :4].all() and ell[6:, :].all() and not ell[:6, 4:].any()
+    ring = marker_pattern(12, "ring")
+    assert ring[0, 6] and ring[6, 0] and not ring[6, 6] and not ring[0, 0]  # hole, round
+    assert marker_pattern(4, "square").all()
+    text = marker_pattern(6, "text", width=20)
+    assert text.shape == (6, 20)
+    assert (~text.any(axis=0)).sum() >= 3  # gaps between characters
+    assert len(set(text.sum(axis=0)[text.any(axis=0)])) >= 2  # characters of several heights
+
+
+def test_marker_on_an_edge_keeps_the_box_in_the_image() -> None:
+    cfg = SyntheticConfig(marker_shape="square", marker_size=8, marker_position=(120.0, 64.0))
+    geo = make_synthetic_cxr(n_samples=4, image_size=64, seed=0, config=cfg).card
+    box = effect(geo, "site_marker_shortcut")["region"]["box"]
+    assert box == [32, 60, 36, 64]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"sex": "F"},
+        {"site": "B"},
+        {"sex": "F", "age_group": "65+"},
+        {"age_group": "40-64", "site": "A"},
+    ],
+)
+def test_faint_factor_applies_only_to_the_chosen_group(where: dict[str, str]) -> None:
+    base = SyntheticConfig(faint_factor=1.0, p_marker_positive=0.0, p_marker_negative=0.0)
+    cfg = replace(base, faint_factor=0.3, faint_where=where)
+    ds = make_synthetic_cxr(n_samples=400, image_size=32, seed=9, config=cfg)
+    ref = make_synthetic_cxr(n_samples=400, image_size=32, seed=9, config=base)
+    meta = ds.metadata
+    inside = np.ones(len(meta), dtype=bool)
+    for a, g in where.items():
+        inside &= (meta[a] == g).to_numpy()
+    pos = meta["label"].to_numpy() == 1
+    ratio = (
+        meta["lesion_contrast"].to_numpy()[pos] / ref.metadata["lesion_contrast"].to_numpy()[pos]
+    )
+    assert np.allclose(ratio[inside[pos]], 0.3) and np.allclose(ratio[~inside[pos]], 1.0)
+    assert inside[pos].sum() >= 10 and (~inside[pos]).sum() >= 10
+    # Pixels change only in the chosen group's positive images.
+    changed = (ds.images != ref.images).reshape(len(meta), -1).any(axis=1)
+    assert np.array_equal(changed, inside & pos)
+    eff = effect(ds.card, "faint_lesions")
+    names = [a for a in ("sex", "age_group", "site") if a in where]
+    assert eff["attribute"] == " × ".join(names)
+    assert eff["group"] == " | ".join(where[a] for a in names)
+    assert eff["measured"]["lesion_contrast_ratio"] == pytest.approx(
+        meta.loc[inside & pos, "lesion_contrast"].mean()
+        / meta.loc[~inside & pos, "lesion_contrast"].mean()
+    )
+    assert ds.card["config"]["faint_where"] == where
+
+
+def test_new_knobs_switched_off_in_control_mode() -> None:
+    cfg = SyntheticConfig(
+        faint_where={"sex": "F", "age_group": "65+"},
+        marker_shape="ring",
+        marker_position=(50.0, 50.0),
+    )
+    ds = make_synthetic_cxr(n_samples=200, image_size=32, seed=4, config=cfg, control=True)
+    plain = make_synthetic_cxr(n_samples=200, image_size=32, seed=4, control=True)
+    assert ds.card["effects"] == [] and ds.metadata["marker"].sum() == 0
+    assert np.array_equal(ds.images, plain.images)
+    pd.testing.assert_frame_equal(ds.metadata, plain.metadata)
+
+
+def test_new_knobs_same_seed_same_bytes(tmp_path: Path) -> None:
+    cfg = SyntheticConfig(
+        faint_where={"site": "C"}, marker_shape="text", marker_size=8, marker_width=28,
+        marker_position=(4.0, 40.0),
+    )  # fmt: skip
+    for name, seed in (("a", 2), ("b", 2), ("c", 3)):
+        make_synthetic_cxr(n_samples=20, image_size=32, seed=seed, config=cfg).write(
+            tmp_path / name
+        )
+    a, b, c = (_hash_tree(tmp_path / name) for name in "abc")
+    assert a == b and a["card.json"] != c["card.json"]
+
+
+def test_new_knob_validation() -> None:
+    with pytest.raises(ValueError, match="unknown attribute"):
+        SyntheticConfig(faint_where={"race": "x"})
+    with pytest.raises(ValueError, match="not a group of sex"):
+        SyntheticConfig(faint_where={"sex": "X"})
+    with pytest.raises(ValueError, match="at least one"):
+        SyntheticConfig(faint_where={})
+    with pytest.raises(ValueError, match="marker_shape"):
+        SyntheticConfig(marker_shape="star")
+    with pytest.raises(ValueError, match="outside the 128 x 128"):
+        SyntheticConfig(marker_position=(125.0, 10.0))
+    with pytest.raises(ValueError, match="outside the 128 x 128"):
+        SyntheticConfig(marker_width=30, marker_position=(10.0, 100.0))

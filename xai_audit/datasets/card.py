@@ -14,6 +14,13 @@ import pandas as pd
 from xai_audit.datasets.config import GENERATOR_NAME, GENERATOR_VERSION, SyntheticConfig
 from xai_audit.datasets.render import marker_geometry
 
+#: How the card names each marker shape.
+_TOKEN_NAMES = {
+    "L": "letter-like marker",
+    "square": "square marker",
+    "ring": "ring-shaped marker",
+    "text": "text-like bar",
+}
 #: Attribute columns whose distributions the card records (the audit's sensitive attributes).
 ATTRIBUTES = ("sex", "age_group", "site")
 
@@ -29,18 +36,36 @@ def _counts(series: pd.Series, order) -> dict[str, int]:
 
 def _faint_effect(meta: pd.DataFrame, cfg: SyntheticConfig) -> dict[str, Any]:
     pos = meta[meta["label"] == 1]
-    in_group = pos["age_group"] == cfg.faint_age_group
+    conditions = cfg.faint_conditions
+    in_group = np.ones(len(pos), dtype=bool)
+    for attr, group in conditions.items():
+        in_group &= (pos[attr] == group).to_numpy()
+    in_group = pd.Series(in_group, index=pos.index)
     mean_group = float(pos.loc[in_group, "lesion_contrast"].mean()) if in_group.any() else None
     mean_other = float(pos.loc[~in_group, "lesion_contrast"].mean()) if (~in_group).any() else None
     ratio = mean_group / mean_other if mean_group is not None and mean_other else None
+    # Named as the audit names groups: "sex × age_group" / "F | 65+" for an intersection.
+    attribute = " × ".join(conditions)
+    group = " | ".join(conditions.values())
+    where = " & ".join(f"{a}={g}" for a, g in conditions.items())
+    if cfg.faint_where is None:
+        outcome = (
+            f"sensitivity in age_group={cfg.faint_age_group} clearly below overall "
+            "(a gap of at least 0.10 for a small CNN); specificity about equal"
+        )
+    else:
+        outcome = f"sensitivity for {where} clearly below overall; specificity about equal" + (
+            "; the single groups of the intersection are affected only through it"
+            if len(conditions) > 1
+            else ""
+        )
     return {
         "name": "faint_lesions",
         "kind": "disparity",
-        "attribute": "age_group",
-        "group": cfg.faint_age_group,
+        "attribute": attribute,
+        "group": group,
         "mechanism": (
-            f"lesion contrast (peak intensity added) is multiplied by {cfg.faint_factor} "
-            f"in age_group={cfg.faint_age_group}"
+            f"lesion contrast (peak intensity added) is multiplied by {cfg.faint_factor} in {where}"
         ),
         "size": {"lesion_contrast_ratio": cfg.faint_factor},
         "measured": {
@@ -50,10 +75,8 @@ def _faint_effect(meta: pd.DataFrame, cfg: SyntheticConfig) -> dict[str, Any]:
             "n_positive_group": int(in_group.sum()),
             "n_positive_others": int((~in_group).sum()),
         },
-        "expected_audit_outcome": (
-            f"sensitivity in age_group={cfg.faint_age_group} clearly below overall "
-            "(a gap of at least 0.10 for a small CNN); specificity about equal"
-        ),
+        "expected_audit_outcome": outcome,
+        **({"conditions": conditions} if cfg.faint_where is not None else {}),
     }
 
 
@@ -73,14 +96,32 @@ def _marker_effect(
         int((at_site & neg & mk).sum()),
         int((~at_site & mk).sum()),
     )
+    geo = marker_geometry(cfg, shape)
+    if cfg.marker_is_default_corner:
+        token, where = "letter-like marker", f"in the {cfg.marker_corner} corner, outside the body"
+        place = f"{cfg.marker_corner} corner (off-anatomy)"
+        region: dict[str, Any] = {"corner": cfg.marker_corner}
+        region.update({k: geo[k] for k in ("size", "y0", "x0", "z0", "depth")})
+    else:
+        token = _TOKEN_NAMES[cfg.marker_shape]
+        y0, x0 = geo["y0"], geo["x0"]
+        y1, x1 = y0 + geo["size"], x0 + geo["width"]
+        where = f"in the pixel box rows {y0}-{y1 - 1}, columns {x0}-{x1 - 1}"
+        place = f"marker box (rows {y0}-{y1 - 1}, columns {x0}-{x1 - 1})"
+        region = {
+            "shape": cfg.marker_shape,
+            "corner": cfg.marker_corner if cfg.marker_position is None else None,
+            **geo,
+            "box": [x0, y0, x1, y1],
+        }
     return {
         "name": "site_marker_shortcut",
         "kind": "shortcut",
         "attribute": "site",
         "group": cfg.marker_site,
         "mechanism": (
-            f"a bright letter-like marker is drawn in the {cfg.marker_corner} corner, outside "
-            f"the body, at site {cfg.marker_site}, far more often on positive images"
+            f"a bright {token} is drawn {where}, at site {cfg.marker_site}, far more often on "
+            "positive images"
         ),
         "size": {
             "p_marker_given_positive": cfg.p_marker_positive,
@@ -95,9 +136,9 @@ def _marker_effect(
             "n_positive_site": n_pos,
             "n_negative_site": n_neg,
         },
-        "region": {"corner": cfg.marker_corner, **marker_geometry(cfg, shape)},
+        "region": region,
         "expected_audit_outcome": (
-            f"attribution mass in the {cfg.marker_corner} corner (off-anatomy) on marked "
+            f"attribution mass in the {place} on marked "
             f"site-{cfg.marker_site} images: shortcut suspected; marked negatives at site "
             f"{cfg.marker_site} get high scores (false positives) and site-{cfg.marker_site} "
             "sensitivity is inflated"

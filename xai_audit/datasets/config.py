@@ -13,6 +13,17 @@ from typing import Any
 GENERATOR_VERSION = "1.0.0"
 GENERATOR_NAME = "xai_audit.synthetic_cxr"
 
+#: Shapes of the marker token (see :func:`~xai_audit.datasets.render.marker_pattern`).
+MARKER_SHAPES = ("L", "square", "ring", "text")
+#: Marker knobs added after 1.0.0, with the defaults that reproduce 1.0.0 exactly.
+_ADDED_MARKER_KNOBS: dict[str, Any] = {
+    "marker_shape": "L",
+    "marker_width": None,
+    "marker_position": None,
+}
+#: Every knob added after 1.0.0: at these values the output is byte-identical to 1.0.0.
+ADDED_KNOBS: dict[str, Any] = {"faint_where": None, **_ADDED_MARKER_KNOBS}
+
 
 @dataclass(frozen=True)
 class SiteAcquisition:
@@ -63,6 +74,10 @@ class SyntheticConfig:
         The age group whose lesions are fainter (the injected disparity).
     faint_factor : float
         Lesion contrast multiplier in ``faint_age_group`` (1 = no effect; forced to 1 in control).
+    faint_where : dict of str to str, optional
+        Attribute -> group conditions that must all hold for an image's lesion to be faint;
+        overrides ``faint_age_group``. ``{"sex": "F"}`` puts the disparity in one group of
+        another attribute, ``{"sex": "F", "age_group": "65+"}`` only in that intersection.
     lesion_radius_range : tuple of float
         Lesion radius in px at 128 px, drawn uniformly per patient.
     min_lesion_radius : float
@@ -79,6 +94,16 @@ class SyntheticConfig:
         ``"top-left"``, ``"top-right"``, ``"bottom-left"`` or ``"bottom-right"``.
     marker_intensity : float
         Intensity of the marker token before site gain.
+    marker_shape : str
+        ``"L"`` (a lead side letter, the default), ``"square"`` (a filled square), ``"ring"``
+        (an annulus) or ``"text"`` (a row of character-like blocks: burned-in text).
+    marker_width : float, optional
+        Width of the marker's box, px at 128 px; ``None``: ``marker_size`` (a square box).
+        ``marker_size`` is then the box's height.
+    marker_position : tuple of float, optional
+        ``(row, column)`` of the marker box's top-left pixel, px at 128 px (scaled with the
+        image size, like every size); anywhere in the image, including over the body. Overrides
+        ``marker_corner`` and ``marker_offset``.
     sites : dict of str to SiteAcquisition
         Acquisition parameters per site.
     gain_pivot : float
@@ -101,6 +126,7 @@ class SyntheticConfig:
     lesion_contrast_range: tuple[float, float] = (0.18, 0.30)
     faint_age_group: str = "65+"
     faint_factor: float = 0.30
+    faint_where: dict[str, str] | None = None
     lesion_radius_range: tuple[float, float] = (4.0, 7.5)
     min_lesion_radius: float = 1.5
     marker_site: str = "C"
@@ -111,6 +137,9 @@ class SyntheticConfig:
     marker_offset: float = 4.0
     marker_corner: str = "top-left"
     marker_intensity: float = 0.92
+    marker_shape: str = "L"
+    marker_width: float | None = None
+    marker_position: tuple[float, float] | None = None
     sites: dict[str, SiteAcquisition] = field(default_factory=_default_sites)
     gain_pivot: float = 0.40
     background_level: float = 0.04
@@ -133,6 +162,8 @@ class SyntheticConfig:
             raise ValueError(f"marker_site {self.marker_site!r} is not a site")
         if self.marker_corner not in ("top-left", "top-right", "bottom-left", "bottom-right"):
             raise ValueError(f"unknown marker_corner {self.marker_corner!r}")
+        self._check_faint_where()
+        self._check_marker_box()
         for name in (
             "prevalence",
             "p_marker_positive",
@@ -143,6 +174,53 @@ class SyntheticConfig:
                 raise ValueError(f"{name} must lie in [0, 1]")
         if min(self.images_per_patient_probs) < 1:
             raise ValueError("images_per_patient_probs keys must be >= 1")
+
+    def _check_faint_where(self) -> None:
+        if self.faint_where is None:
+            return
+        groups = {"sex": self.sex_probs, "age_group": self.age_group_probs, "site": self.site_probs}
+        if not self.faint_where:
+            raise ValueError("faint_where must name at least one attribute (or be None)")
+        for attr, group in self.faint_where.items():
+            if attr not in groups:
+                raise ValueError(
+                    f"faint_where: unknown attribute {attr!r}; choose from {sorted(groups)}"
+                )
+            if group not in groups[attr]:
+                raise ValueError(
+                    f"faint_where: {group!r} is not a group of {attr}; choose from "
+                    f"{list(groups[attr])}"
+                )
+
+    def _check_marker_box(self) -> None:
+        if self.marker_shape not in MARKER_SHAPES:
+            raise ValueError(
+                f"unknown marker_shape {self.marker_shape!r}; choose from {list(MARKER_SHAPES)}"
+            )
+        width = self.marker_size if self.marker_width is None else self.marker_width
+        if self.marker_size <= 0 or width <= 0:
+            raise ValueError("marker_size and marker_width must be > 0")
+        if self.marker_position is not None:
+            row, col = self.marker_position
+            if not (0 <= row <= 128 - self.marker_size and 0 <= col <= 128 - width):
+                raise ValueError(
+                    f"marker_position {self.marker_position} puts the {self.marker_size:g} x "
+                    f"{width:g} marker box outside the 128 x 128 reference image; give the "
+                    f"top-left pixel with row in [0, {128 - self.marker_size:g}] and column "
+                    f"in [0, {128 - width:g}]"
+                )
+
+    @property
+    def faint_conditions(self) -> dict[str, str]:
+        """Attribute -> group conditions selecting the faint lesions (``faint_where`` or age)."""
+        if self.faint_where is not None:
+            return dict(self.faint_where)
+        return {"age_group": self.faint_age_group}
+
+    @property
+    def marker_is_default_corner(self) -> bool:
+        """Whether the marker is the original corner "L" (shape, size and place by corner)."""
+        return all(getattr(self, k) == v for k, v in _ADDED_MARKER_KNOBS.items())
 
     def as_control(self) -> SyntheticConfig:
         """Return the same configuration with every injected effect switched off."""
@@ -162,4 +240,11 @@ class SyntheticConfig:
         }
         out["lesion_contrast_range"] = list(self.lesion_contrast_range)
         out["lesion_radius_range"] = list(self.lesion_radius_range)
+        # Knobs added after 1.0.0 are recorded only when set, so that the card (card.json) of
+        # every data set that could be generated before them stays byte-identical.
+        for name, default in ADDED_KNOBS.items():
+            if out[name] == default:
+                del out[name]
+            elif isinstance(out[name], tuple):
+                out[name] = list(out[name])
         return out

@@ -1,4 +1,4 @@
-"""Turn drawn cases into pixels: anatomy, lesions and masks, corner marker, site acquisition."""
+"""Turn drawn cases into pixels: anatomy, lesions and masks, marker token, site acquisition."""
 
 from __future__ import annotations
 
@@ -15,32 +15,72 @@ _CHUNK_VOXELS = 1 << 22
 
 
 def marker_geometry(cfg: SyntheticConfig, shape: tuple[int, int, int]) -> dict[str, int]:
-    """Pixel box of the corner marker for an image of ``shape`` = ``(D, H, W)``.
+    """Pixel box of the marker for an image of ``shape`` = ``(D, H, W)``.
 
     Returns
     -------
     dict
-        ``size``, ``y0``, ``x0`` (and ``z0``, ``depth``: 0 and 1 for 2D images).
+        ``size`` (the box's height), ``width``, ``y0``, ``x0`` (top-left pixel), and ``z0``,
+        ``depth`` (0 and 1 for 2D images).
     """
     d, h, w = shape
     size = max(3, int(round(cfg.marker_size * h / 128.0)))
-    off = max(1, int(round(cfg.marker_offset * h / 128.0)))
-    y0 = off if cfg.marker_corner.startswith("top") else h - off - size
-    x0 = off if cfg.marker_corner.endswith("left") else w - off - size
+    width = size if cfg.marker_width is None else max(3, int(round(cfg.marker_width * h / 128.0)))
+    width = min(width, w)
+    if cfg.marker_position is None:
+        off = max(1, int(round(cfg.marker_offset * h / 128.0)))
+        y0 = off if cfg.marker_corner.startswith("top") else h - off - size
+        x0 = off if cfg.marker_corner.endswith("left") else w - off - width
+    else:
+        # Scaled like every size, then kept inside the image (rounding may push it out by 1).
+        y0 = min(max(0, int(round(cfg.marker_position[0] * h / 128.0))), h - size)
+        x0 = min(max(0, int(round(cfg.marker_position[1] * h / 128.0))), w - width)
     if d > 1:
         depth = min(size, d)
-        z0 = min(off, d - depth)
+        z0 = min(max(1, int(round(cfg.marker_offset * h / 128.0))), d - depth)
     else:
         depth, z0 = 1, 0
-    return {"size": size, "y0": y0, "x0": x0, "z0": z0, "depth": depth}
+    return {"size": size, "width": width, "y0": y0, "x0": x0, "z0": z0, "depth": depth}
 
 
-def marker_pattern(size: int) -> np.ndarray:
-    """Letter-like token ("L", like a lead side marker), boolean ``(size, size)``."""
-    stroke = max(1, int(round(size * 0.35)))
-    pat = np.zeros((size, size), dtype=bool)
-    pat[:, :stroke] = True
-    pat[size - stroke :, :] = True
+def marker_pattern(size: int, shape: str = "L", width: int | None = None) -> np.ndarray:
+    """The marker token, boolean ``(size, width)``.
+
+    Parameters
+    ----------
+    size : int
+        Height of the box in pixels.
+    shape : {"L", "square", "ring", "text"}
+        ``"L"``: a letter like a lead side marker; ``"square"``: a filled box; ``"ring"``: an
+        (elliptical) annulus; ``"text"``: a row of character-like blocks of varying heights,
+        like burned-in text.
+    width : int, optional
+        Width of the box in pixels (default ``size``).
+    """
+    h = int(size)
+    w = h if width is None else int(width)
+    pat = np.zeros((h, w), dtype=bool)
+    if shape == "L":
+        stroke = max(1, int(round(min(h, w) * 0.35)))
+        pat[:, :stroke] = True
+        pat[h - stroke :, :] = True
+    elif shape == "square":
+        pat[:] = True
+    elif shape == "ring":
+        yy, xx = np.mgrid[:h, :w].astype(np.float64)
+        q = np.hypot((yy - (h - 1) / 2) / (h / 2), (xx - (w - 1) / 2) / (w / 2))
+        thickness = max(1, int(round(0.25 * min(h, w)))) / (min(h, w) / 2)
+        pat[:] = (q <= 1.0) & (q >= 1.0 - thickness)
+    elif shape == "text":
+        # Characters: cells about 0.6 x the height wide, one pixel apart, bottom-aligned, with
+        # heights cycling like mixed upper/lower case; a fixed pattern, no randomness.
+        cell = max(2, int(round(0.6 * h)))
+        heights = (1.0, 0.6, 1.0, 0.8)
+        for k, x0 in enumerate(range(0, w, cell + 1)):
+            top = h - max(1, int(round(heights[k % len(heights)] * h)))
+            pat[top:, x0 : x0 + cell] = True
+    else:
+        raise ValueError(f"unknown marker shape {shape!r}")
     return pat
 
 
@@ -48,10 +88,10 @@ def marker_region(cfg: SyntheticConfig, shape: tuple[int, int, int]) -> np.ndarr
     """Boolean ``(D, H, W)`` map of the marker's bright pixels (where it is drawn)."""
     geo = marker_geometry(cfg, shape)
     region = np.zeros(shape, dtype=bool)
-    s = geo["size"]
+    s, w = geo["size"], geo["width"]
     region[
-        geo["z0"] : geo["z0"] + geo["depth"], geo["y0"] : geo["y0"] + s, geo["x0"] : geo["x0"] + s
-    ] = marker_pattern(s)
+        geo["z0"] : geo["z0"] + geo["depth"], geo["y0"] : geo["y0"] + s, geo["x0"] : geo["x0"] + w
+    ] = marker_pattern(s, cfg.marker_shape, w)
     return region
 
 

@@ -138,7 +138,11 @@ def sample_cases(
     lab = label[patient_of]
     img_site = site[patient_of]
     img_age = age[patient_of]
-    faint = np.where(img_age == cfg.faint_age_group, cfg.faint_factor, 1.0)
+    img_attr = {"sex": sex[patient_of], "age_group": img_age, "site": img_site}
+    in_faint = np.ones(n, dtype=bool)
+    for attr, group in cfg.faint_conditions.items():
+        in_faint &= img_attr[attr] == group
+    faint = np.where(in_faint, cfg.faint_factor, 1.0)
     contrast = np.where(lab == 1, base_contrast[patient_of] * faint, 0.0)
     r = radius[patient_of]
 
