@@ -236,6 +236,7 @@ def quality_section(
     """Faithfulness and sanity on a bounded sample; localisation and shortcuts on all images."""
     from ..quality import detect_shortcuts, region_fraction, sanity_check
     from ..quality.regions import REGION_NAMES
+    from ..quality.sanity import VERDICT_VERSION as SANITY_VERSION
 
     per_image = pd.DataFrame({"row": pred["row"], "case_id": pred["case_id"]})
     for key, arr in tables.items():
@@ -303,7 +304,7 @@ def quality_section(
         if q.sanity and images is not None and len(sanity_rows):
             out["sanity"][m] = store.checkpoint(
                 f"sanity-{m}",
-                {"spec": spec, "rows": sanity_rows, "seed": seed},
+                {"spec": spec, "rows": sanity_rows, "seed": seed, "rule": SANITY_VERSION},
                 lambda spec=spec: _sanity(
                     model, manifest.load_images(sanity_rows), spec, target, seed, sanity_check
                 ),
@@ -393,13 +394,17 @@ def _sanity(
         model, x, explainer={spec.name: explainer}, targets=target, random_state=seed, keep_maps=1
     )
     steps = res.steps
-    final = steps[steps["method"] == spec.name].iloc[-1] if len(steps) else None
-    deciding = [c for c in steps.columns if c.endswith("_median")]
+    # The whole-cascade verdict (xai_audit.quality.sanity.cascade_verdict); ``final`` is the
+    # deciding similarity at the fully randomised step, kept as ``final_similarity``.
+    verdict = dict(res.verdicts.get(spec.name) or {})
+    final = verdict.get("final")
     return {
         "passed": bool(res.passed.get(spec.name, False)),
         "reason": str(res.reason.get(spec.name, "")),
+        "rule": res.rule,
+        "verdict": verdict,
         "steps": steps,
-        "final_similarity": None if final is None or not deciding else float(final[deciding[0]]),
+        "final_similarity": None if final is None else float(final),
         "maps": res.maps[spec.name][:, 0].astype(np.float16),
         "layers": [str(v) for v in steps["layer"]] if "layer" in steps else [],
         "label_check": res.label_check if res.label_check is not None else pd.DataFrame(),

@@ -211,19 +211,55 @@ def shortcut_findings(shortcuts: dict[str, dict[str, Any]], region: str) -> list
 def trust_findings(quality: dict[str, Any]) -> list[dict[str, Any]]:
     """Sanity-check failures, unfaithful maps and poor localisation."""
     out: list[dict[str, Any]] = []
+
+    def _plain(x: Any) -> float | None:  # JSON-friendly: NaN / missing -> None
+        return None if x is None or not np.isfinite(float(x)) else float(x)
+
     for method, sanity in (quality.get("sanity") or {}).items():
         if sanity and not sanity.get("passed", True):
+            v = dict(sanity.get("verdict") or {})
+            label = dict(v.get("label") or {})
+            steps = sanity.get("steps")
+            metric = str(v.get("metric") or "spearman")
+            curve = []
+            if hasattr(steps, "iterrows") and f"{metric}_median" in steps:
+                rows = steps[(steps["method"] == method) & (steps["step"] > 0)]
+                curve = [
+                    {"layer": str(r["layer"]), "similarity": _plain(r[f"{metric}_median"])}
+                    for _, r in rows.iterrows()
+                ]
+            thr = v.get("threshold", 0.5)
+            rule = (
+                f" Rule (Adebayo et al., 2018): with the layers re-initialised from the output "
+                f"down, the maps must change (median {metric} similarity < {thr}) within the "
+                f"top {v.get('top_steps', '?')} of {v.get('n_steps', '?')} steps or on average "
+                "over the cascade, and with every layer random; and a random other class must "
+                "not get the same map."
+                if v
+                else ""
+            )
             out.append(
                 {
                     "severity": "high",
                     "kind": "sanity",
                     "title": f"{method} failed the sanity check",
                     "message": str(sanity.get("reason", "")) + " Its maps should not be used to "
-                    "explain this model's decisions.",
+                    "explain this model's decisions." + rule,
                     "where": method,
                     "evidence": {
                         "method": method,
                         "final_similarity": sanity.get("final_similarity"),
+                        "metric": metric,
+                        "threshold": thr,
+                        "top_similarity": _plain(v.get("top")),
+                        "top_steps": v.get("top_steps"),
+                        "mean_similarity": _plain(v.get("auc")),
+                        "first_changed_step": v.get("first_changed_step"),
+                        "first_changed_layer": v.get("first_changed_layer"),
+                        "n_steps": v.get("n_steps"),
+                        "label_check": label.get("status"),
+                        "label_similarity": _plain(label.get("similarity")),
+                        "curve": curve,
                     },
                 }
             )

@@ -62,6 +62,9 @@ DEFAULT_THRESHOLD = 0.5
 #: similar over the top half of every trained CNN we measured with four or more layers.
 TOP_FRACTION = 1 / 2
 
+#: Bumped when the verdict rule changes, so that stored audit checkpoints are recomputed.
+VERDICT_VERSION = 2
+
 #: The similarity measures this module computes (the first one of ``metrics`` decides).
 METRICS = ("spearman", "spearman_abs", "ssim")
 
@@ -483,9 +486,9 @@ def sanity_check(
         Similarities to compute: Spearman rank correlation of the signed maps, of their
         absolute values, and SSIM. The first one decides the pass.
     threshold : float, default 0.5
-        Cascade: a method passes when the mean of the deciding metric's per-step medians
-        over the cascade and its value at the fully randomised step are both below it
-        (:func:`cascade_verdict`). ``"independent"``: when the most changed step is below
+        Cascade: a method passes when the deciding metric's per-step median falls below it
+        within the top half of the cascade or on average over all steps, and is below it at
+        the fully randomised step (:func:`cascade_verdict`). ``"independent"``: when the most changed step is below
         it. The random-label check fails a method whose other-class maps reach it
         (:func:`label_verdict`).
     random_state : int, default 0

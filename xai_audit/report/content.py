@@ -264,11 +264,23 @@ def trust(result: AuditResult) -> dict[str, Any]:
         if loc:
             entry["localisation"] = _records(loc["summary"])
         if san:
+            verdict = dict(san.get("verdict") or {})
+            label = dict(verdict.get("label") or {})
             entry["sanity"] = {
                 "passed": bool(san["passed"]),
                 "reason": str(san["reason"]),
+                "rule": str(san.get("rule") or ""),
                 "final_similarity": _f(san.get("final_similarity")),
-                "steps": _records(san["steps"]),
+                "top_similarity": _f(verdict.get("top")),
+                "top_steps": verdict.get("top_steps"),
+                "mean_similarity": _f(verdict.get("auc")),
+                "threshold": _f(verdict.get("threshold")),
+                "label_status": label.get("status"),
+                "label_similarity": _f(label.get("similarity")),
+                "steps": _records(
+                    san["steps"],
+                    ["step", "layer", "spearman_median", "spearman_abs_median", "ssim_median"],
+                ),
             }
         if sc:
             table = sc.get("table")
