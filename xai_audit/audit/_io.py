@@ -136,8 +136,12 @@ def _encoding(s: pd.Series) -> str:
     """``plain`` (numbers, bools, dates), ``text`` (strings only) or ``json`` (mixed cells)."""
     if isinstance(s.dtype, pd.CategoricalDtype):
         return "text" if all(isinstance(c, str) for c in s.cat.categories) else "json"
-    if s.dtype == object or isinstance(s.dtype, pd.StringDtype):
-        return "text" if all(isinstance(v, str) for v in s[s.notna()]) else "json"
+    if isinstance(s.dtype, pd.StringDtype):
+        return "text"
+    if s.dtype == object:
+        missing = {type(v) for v in s[s.isna()]}
+        texts = all(isinstance(v, str) for v in s[s.notna()])
+        return "text" if texts and len(missing) <= 1 else "json"  # None and NaN: keep which
     return "plain"
 
 
@@ -176,6 +180,8 @@ def save_table(df: pd.DataFrame, path: str | Path) -> Path:
             col["categories"] = [_plain(c) for c in s.cat.categories]
             col["ordered"] = bool(s.cat.ordered)
         if enc == "text":
+            if s.dtype == object and any(v is None for v in s):
+                col["missing"] = "None"
             s = s.astype(object).map(_escape)
         elif enc == "json":
             s = s.astype(object).map(
@@ -187,7 +193,8 @@ def save_table(df: pd.DataFrame, path: str | Path) -> Path:
     if columns:
         flat = pd.DataFrame(cells, index=range(len(df)))
         flat.columns = [str(c["name"]) for c in columns]
-        text = flat.to_csv(index=False, lineterminator="\n", float_format="%.17g", na_rep=NA_REP)
+        # CRLF (RFC 4180): the csv writer then quotes a text holding a lone "\r" as well.
+        text = flat.to_csv(index=False, lineterminator="\r\n", float_format="%.17g", na_rep=NA_REP)
     meta = {
         "format": TABLE_FORMAT,
         "n_rows": len(df),
@@ -203,10 +210,14 @@ def save_table(df: pd.DataFrame, path: str | Path) -> Path:
 def _decode(s: pd.Series, col: dict[str, Any]) -> pd.Series:
     """One column read as text (missing: NaN) back to its saved dtype."""
     dtype, enc = col["dtype"], col["enc"]
+    # Lists, not Series.map: map would infer a dtype ([None, 0] would become [NaN, 0.0]).
     if enc == "json":
-        s = s.map(lambda v: json.loads(v) if isinstance(v, str) else None).astype(object)
+        values = [json.loads(v) if isinstance(v, str) else None for v in s]
+        s = pd.Series(values, index=s.index, dtype=object)
     elif enc == "text":
-        s = s.map(_unescape).astype(object)
+        none = col.get("missing") == "None"
+        values = [_unescape(v) if isinstance(v, str) else (None if none else v) for v in s]
+        s = pd.Series(values, index=s.index, dtype=object)
     if "categories" in col:
         return pd.Series(
             pd.Categorical(s, categories=col["categories"], ordered=col["ordered"]), dtype=dtype

@@ -96,7 +96,8 @@ def claim_folder(root: str | Path, *, overwrite: bool = False) -> Path:
                 "another output folder."
             )
         return root
-    entries = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    own = (LOCK_FILE, LOCK_INFO_FILE)  # a run may lock a folder before claiming it
+    entries = sorted(p.name for p in root.iterdir() if p.name not in own) if root.is_dir() else []
     if entries and not overwrite:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise NotOwnedError(
