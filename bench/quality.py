@@ -75,7 +75,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--sanity",
+        action="store_true",
+        help="measure the sanity-check similarity curves and verdicts instead of costs",
+    )
     args = parser.parse_args(argv)
+    if args.sanity:
+        return sanity_curves(n=min(args.n, 16), threads=args.threads)
     torch.set_num_threads(args.threads)
     adapter, model_desc = _model()
     x, masks, meta = _data(args.n)
@@ -184,6 +191,79 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{'' if eq is None else f'{eq:12.0f}'}"
         )
     print(f"wrote {args.out}")
+    return result
+
+
+SANITY_RESULTS = Path(__file__).parent / "results" / "sanity.json"
+
+
+def sanity_curves(n: int = 16, threads: int = 2, out: Path = SANITY_RESULTS) -> dict[str, Any]:
+    """Cascading-randomisation curves of every gradient/CAM method and an edge detector.
+
+    The trained demo CNN on ``n`` synthetic 128 px images (half with a lesion), explaining
+    the predicted class: per method, the median similarity after each cascade step (signed
+    Spearman decides; |map| Spearman and SSIM too), the verdict's numbers and the
+    random-label check. ``python bench/quality.py --sanity``.
+    """
+    from xai_audit.datasets import make_synthetic_cxr
+    from xai_audit.quality import edge_detector
+    from xai_audit.quality.sanity import RULE
+
+    torch.set_num_threads(threads)
+    adapter, model_desc = _model()
+    data = make_synthetic_cxr(200, seed=0)
+    y = data.metadata["label"].to_numpy()
+    rows = np.r_[np.flatnonzero(y == 1)[: n // 2], np.flatnonzero(y == 0)[: n - n // 2]]
+    x = data.images[rows]
+    from xai_audit.explain import explain
+
+    def named(method: str, **params: Any) -> Callable[..., Any]:
+        def run(a: Any, images: torch.Tensor, targets: np.ndarray) -> Any:
+            return explain(a, images, method=method, target=targets, **params)
+
+        return run
+
+    methods: dict[str, Any] = {
+        "gradcam": named("gradcam"),
+        "saliency": named("saliency"),
+        "integrated_gradients": named("integrated_gradients", n_steps=16),
+        "guided_backprop": named("guided_backprop"),
+        "guided_gradcam": named("guided_gradcam"),
+        "smoothgrad": named("smoothgrad", nt_samples=16),
+        "edge_detector": edge_detector,
+    }
+    t0 = time.perf_counter()
+    sr = sanity_check(adapter, x, methods, keep_maps=1)
+    seconds = time.perf_counter() - t0
+    result: dict[str, Any] = {
+        "benchmark": "sanity_curves",
+        "model": model_desc,
+        "n_images": int(len(x)),
+        "accuracy": float((adapter.predict_proba(x).argmax(1) == y[rows]).mean()),
+        "rule": RULE.format(threshold=sr.params["threshold"]),
+        "seconds": seconds,
+        **sr.to_dict(),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    steps = sr.steps[sr.steps["step"] > 0]
+    layers = list(steps[steps["method"] == "gradcam"]["layer"])
+    print(f"{model_desc}, {len(x)} images; cascade: {' > '.join(layers)}")
+    for metric in ("spearman", "spearman_abs", "ssim"):
+        print(f"\nmedian {metric} per step (output layer first)")
+        for name in methods:
+            v = steps[steps["method"] == name][f"{metric}_median"].to_numpy()
+            print(f"  {name:22s}" + " ".join(f"{a:6.2f}" for a in v))
+    print("\nverdicts")
+    for name in methods:
+        vd = sr.verdicts[name]
+        lab = vd.get("label") or {}
+        print(
+            f"  {name:22s} {'PASS' if sr.passed[name] else 'FAIL'}  top-half min "
+            f"{vd['top']:.2f}  mean {vd['auc']:.2f}  final {vd['final']:.2f}  label "
+            f"{lab.get('status')} ({lab.get('similarity', float('nan')):.2f})"
+        )
+    print(f"wrote {out} ({seconds:.0f} s)")
     return result
 
 
