@@ -157,3 +157,73 @@ def test_confounded_attribute_is_folded_under_the_main_effect(seed: int) -> None
     high = _high(_findings(df, ["sex", "age_group", "site"], seed))
     assert set(high) == {"age_group=65+"}, {k: v["message"] for k, v in high.items()}
     assert high["age_group=65+"]["evidence"]["explains"] == ["sex=F"]
+
+
+def _row(attribute: str, group: str, metric: str, diff: float, half: float) -> dict:
+    return {
+        "label": "y",
+        "attribute": attribute,
+        "group": group,
+        "metric": metric,
+        "value": 0.8 + diff,
+        "diff_to_overall": diff,
+        "diff_ci_low": diff - half,
+        "diff_ci_high": diff + half,
+    }
+
+
+def _flag(attribute: str, group: str, metric: str, gap: float) -> dict:
+    return {
+        "label": "y",
+        "attribute": attribute,
+        "group": group,
+        "metric": metric,
+        "gap": gap,
+        "ci_low": gap - 0.05,
+        "ci_high": gap + 0.05,
+        "tolerance": 0.05,
+        "message": f"{metric} gap for {group}.",
+        "kind": "vs_overall",
+    }
+
+
+def test_main_effect_on_one_metric_credits_no_intersection_with_another() -> None:
+    """Hand-built tables: 65+ is a main effect for sensitivity (both sex cells flagged) but
+    only sex=F & 65+ is flagged for AUROC. The group stays the finding; no intersection is
+    named because of the AUROC pattern alone."""
+    inter = "sex × age_group"
+    rows = [_row("age_group", "65+", m, -0.3, 0.05) for m in ("sensitivity", "auroc")]
+    rows += [
+        _row("age_group", a, m, 0.1, 0.03)
+        for a in ("18-39", "40-64")
+        for m in ("sensitivity", "auroc")
+    ]
+    rows += [_row("sex", s, m, 0.0, 0.03) for s in ("F", "M") for m in ("sensitivity", "auroc")]
+    for sex in ("F", "M"):
+        for age in ("18-39", "40-64", "65+"):
+            for m in ("sensitivity", "auroc"):
+                bad = age == "65+" and (m == "sensitivity" or sex == "F")
+                rows.append(_row(inter, f"{sex} | {age}", m, -0.3 if bad else 0.1, 0.04))
+    flags = [
+        _flag("age_group", "65+", "sensitivity", -0.3),
+        _flag("age_group", "65+", "auroc", -0.3),
+        _flag(inter, "F | 65+", "sensitivity", -0.3),
+        _flag(inter, "M | 65+", "sensitivity", -0.3),
+        _flag(inter, "F | 65+", "auroc", -0.3),
+    ]
+    table = pd.DataFrame(rows)
+    att = attribute_gaps(flags, table)
+    assert att.carriers == {} and att.explained_by == {}
+    assert att.main_effects == {("age_group", "65+")}
+    high = _high(disparity_findings(flags, table))
+    assert set(high) == {"age_group=65+"}
+    assert high["age_group=65+"]["evidence"]["intersections"] == [
+        "sex=F & age_group=65+",
+        "sex=M & age_group=65+",
+    ]
+    # Same tables, but the sensitivity gap confined to sex=F & 65+ too: now it is named.
+    flags = [f for f in flags if f["group"] != "M | 65+"]
+    table.loc[(table["group"] == "M | 65+"), ["diff_ci_low", "diff_ci_high"]] = [0.06, 0.14]
+    att = attribute_gaps(flags, table)
+    assert att.explained_by == {("age_group", "65+"): (inter, "F | 65+")}
+    assert set(_high(disparity_findings(flags, table))) == {"sex=F & age_group=65+"}

@@ -182,6 +182,7 @@ def _attribute_label(flags: Sequence[Mapping[str, Any]], table: _Table, out: Att
 
     for s in singles:
         targets: list[Key] = []
+        pending: list[tuple[Key, str, list[dict[str, Any]]]] = []
         for fam in sorted(flagged[s]):
             options = []  # (is a main effect elsewhere, target, hit, rest)
             for hit, rest in confined[(s, fam)]:
@@ -189,22 +190,26 @@ def _attribute_label(flags: Sequence[Mapping[str, Any]], table: _Table, out: Att
                 mains = [c for c in others if (c, fam) in main]
                 options.append((bool(mains), mains[0] if mains else hit[0], hit, rest))
             if not options:
-                targets = []
+                # A main effect for this metric: the group stays a finding of its own, and
+                # no intersection is credited with its other metrics either.
+                targets, pending = [], []
                 break
             # An intersection-only explanation beats "its cells belong to a main effect".
             is_main, target, hit, rest = min(options, key=lambda o: (o[0], len(o[2])))
             if not is_main:
-                entry = out.carriers.setdefault(
-                    target, {"explains": [], "metrics": [], "unaffected": []}
-                )
-                if s not in entry["explains"]:
-                    entry["explains"].append(s)
-                if fam not in entry["metrics"]:
-                    entry["metrics"].append(fam)
-                known = {(r["attribute"], r["group"], r["metric"]) for r in entry["unaffected"]}
-                entry["unaffected"].extend(
-                    r for r in rest if (r["attribute"], r["group"], r["metric"]) not in known
-                )
+                pending.append((target, fam, rest))
             targets.append(target)
+        for target, fam, rest in pending:
+            entry = out.carriers.setdefault(
+                target, {"explains": [], "metrics": [], "unaffected": []}
+            )
+            if s not in entry["explains"]:
+                entry["explains"].append(s)
+            if fam not in entry["metrics"]:
+                entry["metrics"].append(fam)
+            known = {(r["attribute"], r["group"], r["metric"]) for r in entry["unaffected"]}
+            entry["unaffected"].extend(
+                r for r in rest if (r["attribute"], r["group"], r["metric"]) not in known
+            )
         if targets:
             out.explained_by[s] = targets[0]
