@@ -96,6 +96,23 @@ class Audit:
     on_batch : callable, optional
         ``on_batch(k, n_batches, status)`` after each batch (progress, tests).
 
+    Attributes
+    ----------
+    data_warnings : list of str
+        Valid but suspicious data found when the audit was built: an attribute mixing value
+        types, with a single group or with many numeric values; patients whose images
+        disagree on the label or an attribute. Also emitted as
+        :class:`~xai_audit.data.errors.DataWarning` and kept in the result
+        (``data_summary["warnings"]`` and an info finding).
+
+    Raises
+    ------
+    ConfigError
+        Every problem found before any work, together: settings, empty data, an
+        ``output_dir`` that is a file, and what one probe forward pass on two images reveals
+        (:meth:`ModelAdapter.check_inputs`: channels vs the model's first layer, output rows,
+        dtype and shape, NaN outputs, gradients), each saying how to fix it.
+
     Examples
     --------
     >>> result = Audit(model, manifest, sensitive=["sex", "age_group"],
