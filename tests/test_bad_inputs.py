@@ -101,6 +101,47 @@ def test_model_problems_are_found_by_one_probe(make_model, channels, fragment, t
     assert not out.exists()  # before any work
 
 
+class _Volume(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 3, padding=1)
+        self.head = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).mean(dim=(2, 3, 4)))
+
+
+@pytest.mark.parametrize(
+    ("make_model", "shape"),
+    [
+        # one logit per image, (N,) or N x 1 (no class names: the width is learnt)
+        (lambda: ModelAdapter(_Wrap(lambda o: o[:, 1]), device="cpu"), (2, 1, SIZE, SIZE)),
+        (lambda: ModelAdapter(_Wrap(lambda o: o[:, 1:]), device="cpu"), (2, 1, SIZE, SIZE)),
+        (lambda: _model(lambda o: (o, o.sum())), (2, 1, SIZE, SIZE)),  # (logits, aux)
+        (lambda: _model(lambda o: {"logits": o}), (2, 1, SIZE, SIZE)),
+        (lambda: _model(lambda o: o.half().float()), (1, 1, SIZE, SIZE)),  # one image only
+        (lambda: ModelAdapter(_Volume(), device="cpu"), (2, 1, 4, 8, 8)),  # 3D
+        (  # BatchNorm in train mode fails on one image; the probe runs in eval mode
+            lambda: ModelAdapter(
+                nn.Sequential(
+                    nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Flatten(1), nn.Linear(588, 2)
+                ),
+                device="cpu",
+            ),
+            (1, 1, SIZE, SIZE),
+        ),
+    ],
+    ids=["single-logit", "n-by-1", "tuple", "dict", "one-image", "3d", "batchnorm-1-image"],
+)
+def test_valid_models_pass_the_probe(make_model, shape) -> None:
+    # Clean controls: every output form ModelAdapter supports gives no problem.
+    model = make_model()
+    model.model.train()  # BatchNorm in train mode would fail on one image; the probe uses eval
+    images = torch.rand(shape)
+    assert model.check_inputs(images) == []
+    assert model.check_inputs(images, need_gradients=False) == []
+
+
 def test_the_probe_leaves_a_good_model_as_it_was() -> None:
     model = _model()
     model.model.train()
