@@ -131,7 +131,7 @@ trees = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
         st.dictionaries(
-            st.sampled_from(["x", "$table", "$array", "$float", "1", "é"]), inner, max_size=3
+            st.sampled_from(["x", "$table", "$array", "$float", "$dict", "1", "é"]), inner, max_size=3
         ),
     ),
     max_leaves=8,
@@ -293,6 +293,20 @@ def test_a_users_folder_is_never_written_without_overwrite(data, tmp_path: Path)
     # AuditResult.save is held to the same rule
     with pytest.raises(NotOwnedError, match="overwrite=True"):
         AuditResult.load(folder).save(tmp_path)
+
+
+def test_cli_run_refuses_a_users_folder_unless_overwrite(data, tmp_path: Path, capsys) -> None:
+    from test_audit import _write_config
+
+    config = _write_config(tmp_path, data)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    assert main(["run", str(config), "--output-dir", str(mine)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]
+    assert main(["run", str(config), "--output-dir", str(mine), "--overwrite"]) == 0
+    assert (mine / "keep.txt").read_text() == "x" and (mine / "report.html").is_file()
 
 
 def test_report_does_not_replace_files_it_did_not_write(
