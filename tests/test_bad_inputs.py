@@ -70,6 +70,19 @@ def _no_grad(out: torch.Tensor) -> torch.Tensor:
     return out.detach()
 
 
+class _FrozenBackbone(nn.Module):
+    """Features under no_grad, a trainable head: the output has a graph, not to the pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyCNN()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            feats = torch.flatten(self.net.pool(self.net.features(x)), 1)
+        return self.net.head(feats)
+
+
 # ---------------------------------------------------------------- errors at Audit(...)
 @pytest.mark.parametrize(
     ("make_model", "channels", "fragment"),
@@ -88,10 +101,25 @@ def _no_grad(out: torch.Tensor) -> torch.Tensor:
         (lambda: _model(lambda o: o[:, None]), 1, r"shape \(2, 1, 2\) for 2 images.*flatten"),
         (lambda: _model(lambda o: o * float("nan")), 1, r"NaN or infinite outputs for 2 image"),
         (lambda: _model(_no_grad), 1, r"does not depend differentiably on its input"),
+        (
+            lambda: ModelAdapter(_FrozenBackbone(), class_names=["a", "b"], device="cpu"),
+            1,
+            r"does not depend differentiably on its input",
+        ),
         (lambda: _model(lambda o: {"scores": o}), 1, r"dict without a 'logits' or 'out'"),
         (lambda: _model(lambda o: o.detach().numpy()), 1, r"returned ndarray, not a tensor"),
     ],
-    ids=["rgb-into-grey", "n-1-rows", "class-ids", "n-1-2", "nan", "no-grad", "dict", "numpy"],
+    ids=[
+        "rgb-into-grey",
+        "n-1-rows",
+        "class-ids",
+        "n-1-2",
+        "nan",
+        "no-grad",
+        "frozen-backbone",
+        "dict",
+        "numpy",
+    ],
 )
 def test_model_problems_are_found_by_one_probe(make_model, channels, fragment, tmp_path) -> None:
     out = tmp_path / "out"
@@ -149,6 +177,7 @@ def test_the_probe_leaves_a_good_model_as_it_was() -> None:
     assert model.check_inputs(_manifest().load_images([0, 1])) == []
     assert model.model.training  # train/eval state restored
     assert all(torch.equal(before[k], v) for k, v in model.model.state_dict().items())
+    assert all(p.grad is None for p in model.model.parameters())  # no gradients left behind
     assert model.n_outputs == 2
 
 
@@ -332,8 +361,8 @@ def test_the_audit_groups_and_warns_alike_in_every_table(tmp_path: Path) -> None
         "12 patient(s) (24 images) have images with different labels in 'label'" in t for t in texts
     )
     assert any(
-        "1 patient(s) (2 images) have images with different values of 'sex' (e.g. the patients of cases case_00000)"
-        in t
+        "1 patient(s) (2 images) have images with different values of 'sex' (e.g. the "
+        "patients of cases case_00000)" in t
         for t in texts
     )
     assert not any("P000" in t for t in texts)  # patient ids are never printed

@@ -61,6 +61,19 @@ def _output_problem(out: object, n: int) -> str | None:
     return None
 
 
+def _reaches_input(logits: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether a gradient flows from the logits back to the input ``x``.
+
+    ``logits.requires_grad`` alone is not enough: a backbone run under ``no_grad`` with a
+    trainable head still gives a graph, but none that reaches the pixels. ``autograd.grad``
+    with ``inputs=x`` leaves the parameters' ``.grad`` untouched.
+    """
+    if not logits.requires_grad:
+        return False
+    (grad,) = torch.autograd.grad(logits.sum(), x, allow_unused=True)
+    return grad is not None
+
+
 def _nonfinite_images_message(rows: list[int]) -> str:
     return (
         f"{len(rows)} image(s) contain NaN or infinite pixels (positions {rows[:5]}); fix or "
@@ -456,16 +469,17 @@ class ModelAdapter:
             for m in self.model.modules()
             if isinstance(m, layers)
         ]
+        xg = x.detach().clone().requires_grad_(True)
         try:
             with eval_mode(self.model), torch.enable_grad():
-                logits = self.forward(x.detach().clone().requires_grad_(True))
+                logits = self.forward(xg)
         except (_FirstLayerMismatch, ModelOutputError) as exc:
             return [str(exc)]
         except Exception as exc:  # the model's own error, with what it was given
             return [
                 f"The model failed on a probe batch of shape {tuple(x.shape)}: "
-                f"{type(exc).__name__}: {str(exc).rstrip('.')}. Check that the images' layout (N x C x H x W "
-                "or N x C x D x H x W), size and channels are what the model expects "
+                f"{type(exc).__name__}: {str(exc).rstrip('.')}. Check that the images' layout "
+                "(N x C x H x W or N x C x D x H x W), size and channels are what the model expects "
                 "(preprocess= can adapt them)."
             ]
         finally:
@@ -474,7 +488,7 @@ class ModelAdapter:
         bad = _first_nonfinite_rows(logits.detach(), 0)
         if bad:
             return [_nonfinite_outputs_message(bad)]
-        if need_gradients and not logits.requires_grad:
+        if need_gradients and not _reaches_input(logits, xg):
             return [
                 "The model's output does not depend differentiably on its input (its forward "
                 "runs under torch.no_grad(), detaches, or goes through numpy), so gradient "
