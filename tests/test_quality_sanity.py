@@ -173,9 +173,12 @@ def test_cascade_verdict_known_curves():
     late = cascade_verdict([0.9, 0.9, 0.9, 0.9, 0.9, 0.1], method="m")
     assert late["passed"] is False and late["final"] == pytest.approx(0.1)
     assert "lowest over the top 3 steps 0.90" in late["reason"]
-    # Similar again once everything is random: explains the input after all.
-    back = cascade_verdict([0.2, 0.1, 0.1, 0.8], method="m")
-    assert back["passed"] is False and "every layer random" in back["reason"]
+    # One early dip, but similar on average and again once everything is random: fails.
+    back = cascade_verdict([0.3, 0.9, 0.9, 0.9], method="m")
+    assert back["passed"] is False and "again once every layer is random" in back["reason"]
+    # Changed at the top and low on average: a fully random model that happens to give
+    # input-like maps again (Grad-CAM of small CNNs, 0.3-0.45) does not fail it on its own.
+    assert cascade_verdict([0.1, 0.0, 0.2, 0.7], method="m")["passed"] is True
     # Slow start, but low on average (tiny nets' plain gradients): passes on the mean.
     slow = cascade_verdict([0.99, 0.73, -0.11, 0.21], method="m")
     assert slow["passed"] is True and slow["top"] == pytest.approx(0.73)

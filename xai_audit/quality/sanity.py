@@ -9,10 +9,10 @@ edge detector, for instance) is explaining the image, not the model, and fails.
 The verdict reads the whole cascade, not only its last step (see :func:`cascade_verdict`):
 Adebayo et al.'s finding is that Guided Backprop and Guided Grad-CAM stay similar while the
 top of the network is random and only change once the lowest layers are, so a rule on the
-fully randomised model alone lets them pass. A method passes when its maps change early in
-the cascade (the similarity falls below the threshold within the top half of the cascade,
-or its mean over all steps, the normalised area under the similarity curve, is below it)
-and are still changed when every layer is random. Similarity is the median over images of the
+fully randomised model alone lets them pass. A method passes when the mean similarity over
+the cascade (the normalised area under the similarity-vs-layers curve) is below the
+threshold, or when the similarity falls below it within the top half of the cascade and is
+below it with every layer random. Similarity is the median over images of the
 Spearman rank correlation of the *signed* maps (the paper's "no ABS" variant; its ABS
 variant and SSIM are reported too).
 
@@ -50,8 +50,9 @@ Explainer = Callable[[Any, torch.Tensor, np.ndarray], Any]
 #: Similarity at or above which maps count as unchanged. Adebayo et al. show model-dependent
 #: maps falling to rank correlations ~0-0.3 after randomisation, while edge detectors and
 #: Guided Backprop stay near 0.7-1; 0.5 sits between them. Measured on the demo CNN (signed
-#: Spearman, lowest over the top 5 of 9 cascade steps): Grad-CAM 0.37, gradients 0.35,
-#: integrated gradients -0.26 against Guided Backprop 0.78 and the edge detector 1.0
+#: Spearman, 16 images; mean over the 9 cascade steps / lowest over the top 5): Grad-CAM
+#: 0.08 / -0.13, gradients 0.35 / 0.24, integrated gradients -0.02 / -0.26, against Guided
+#: Backprop 0.74 / 0.78, Guided Grad-CAM 0.56 / 0.60 and the edge detector 1.0 / 1.0
 #: (``python bench/quality.py --sanity``).
 DEFAULT_THRESHOLD = 0.5
 
@@ -59,11 +60,11 @@ DEFAULT_THRESHOLD = 0.5
 #: Half, not the first step or the top third: on small CNNs Grad-CAM and gradients can stay
 #: similar after the output layer (and a norm layer) alone are re-initialised and change only
 #: once the last conv layer is (measured on 2-4 conv-layer CNNs), while Guided Backprop stays
-#: similar over the top half of every trained CNN we measured with four or more layers.
+#: similar over the top half of the demo CNN and of small batch-norm CNNs with max pooling.
 TOP_FRACTION = 1 / 2
 
 #: Bumped when the verdict rule changes, so that stored audit checkpoints are recomputed.
-VERDICT_VERSION = 2
+VERDICT_VERSION = 3
 
 #: The similarity measures this module computes (the first one of ``metrics`` decides).
 METRICS = ("spearman", "spearman_abs", "ssim")
@@ -73,11 +74,10 @@ RULE = (
     "Cascading model-parameter randomisation (Adebayo et al., 2018): the model's layers are "
     "re-initialised one by one from the output down and the maps are recomputed after each "
     "step. Similarity to the trained model's maps is the median over images of the Spearman "
-    "rank correlation of the signed maps. A method passes when its maps change early in the "
-    "cascade - the similarity falls below {threshold} at some step within the top half of "
-    "the cascade (from the output down), or its mean over all steps (the area under the "
-    "similarity curve) is below {threshold} - and it is below {threshold} once every layer "
-    "is random. "
+    "rank correlation of the signed maps. A method passes when its mean similarity over all "
+    "steps (the area under the similarity curve) is below {threshold}, or when the similarity "
+    "falls below {threshold} within the top half of the cascade (from the output down) and "
+    "is below {threshold} once every layer is random. "
     "Maps that stay similar while the top half of the network is random (as Guided "
     "Backprop's do) explain the image, not the model. The random-label check explains another class: maps that stay the "
     "same (Spearman >= {threshold}) are not class-specific and fail the method; for a "
@@ -193,21 +193,21 @@ def cascade_verdict(
 ) -> dict[str, Any]:
     """Pass / fail of one method from its cascading-randomisation similarity curve.
 
-    The rule (see :data:`RULE`): pass when the maps change early - the similarity falls
-    below ``threshold`` at some step within the top half of the cascade (steps
-    ``1..ceil(n / 2)``, output layer first), or the mean similarity over all steps (the
-    normalised area under the curve) is below it - and the similarity at the last, fully
-    randomised step is below it too. A curve that stays
+    The rule (see :data:`RULE`): pass when the mean similarity over all steps (the
+    normalised area under the curve) is below ``threshold``, or when the similarity falls
+    below it at some step within the top half of the cascade (steps ``1..ceil(n / 2)``,
+    output layer first) and is below it at the last, fully randomised step too. A curve that stays
     high while the top of the network is random and only drops at the lowest layers (Guided
     Backprop in Adebayo et al., 2018) fails, as does a flat one (an edge detector); a curve
     that drops after the first steps passes. Not the first step alone: on small CNNs
     Grad-CAM and gradients can stay similar after the output layer alone is re-initialised
     (a random mix of the same few feature maps) and change once the layer below is. The
     lowest similarity within the top half decides, not the value at one fixed step, because
-    curves of small networks are not monotone; and either criterion suffices (a method
-    fails only when it stays similar over the top half *and* on average), because on a
-    4-layer CNN the magnitude of plain gradients can stay similar over the head and the
-    last conv layer (0.73) yet fall to ~0 below (mean 0.45).
+    curves of small networks are not monotone. A low mean suffices on its own: on a 4-layer
+    CNN the magnitude of plain gradients can stay similar over the head and the last conv
+    layer (0.73) yet fall to ~0 below (mean 0.45), and on small CNNs trained on synthetic
+    X-rays Grad-CAM of the fully random model can come back to 0.3-0.45 (the input's bright
+    lesion) after changing at the top, so the last step alone must not fail it.
 
     Parameters
     ----------
@@ -269,37 +269,31 @@ def cascade_verdict(
             "tell whether the maps depend on the model."
         )
         return out
-    changed_early = bool(top < threshold or auc < threshold)
-    out["passed"] = bool(changed_early and final < threshold)
+    early = top < threshold  # changed within the top half
+    out["passed"] = bool(auc < threshold or (early and final < threshold))
     numbers = (
         f"median {metric}: lowest over the top {top_steps} steps {top:.2f}, mean over all {n} "
-        f"steps {auc:.2f}, "
-        f"{final:.2f} with every layer random; threshold {threshold}"
+        f"steps {auc:.2f}, {final:.2f} with every layer random; threshold {threshold}"
     )
     if out["passed"]:
         how = (
-            f"at step {first} ({names[first - 1]} randomised: {sim[first - 1]:.2f})"
-            if top < threshold
-            else "on average over the cascade"
+            f"on average over the cascade and first at step {first} ({names[first - 1]} "
+            f"randomised: {sim[first - 1]:.2f})"
+            if auc < threshold and first
+            else f"at step {first} ({names[first - 1]} randomised: {sim[first - 1]:.2f}) and "
+            "with every layer random"
         )
         out["reason"] = (
-            f"{method} passes the cascading randomisation check: its maps changed {how} and "
-            f"stay changed with every layer random ({numbers}). They depend on the learned "
-            "weights."
-        )
-    elif not changed_early:
-        out["reason"] = (
-            f"{method} fails the cascading randomisation check: its maps stay similar while "
-            f"{where} are randomised, and on average over the cascade ({numbers}). They "
-            "reflect the input image more than the model; do not present them as "
-            "explanations of this model."
+            f"{method} passes the cascading randomisation check: its maps changed {how} "
+            f"({numbers}). They depend on the learned weights."
         )
     else:
+        why = f"while {where} are randomised" if not early else "again once every layer is random"
         out["reason"] = (
-            f"{method} fails the cascading randomisation check: with every layer random its "
-            f"maps are similar to the trained model's again ({numbers}). They reflect the "
-            "input image more than the model; do not present them as explanations of this "
-            "model."
+            f"{method} fails the cascading randomisation check: its maps stay similar to the "
+            f"trained model's on average over the cascade and {why} ({numbers}). They "
+            "reflect the input image more than the model; do not present them as "
+            "explanations of this model."
         )
     return out
 
@@ -486,9 +480,9 @@ def sanity_check(
         Similarities to compute: Spearman rank correlation of the signed maps, of their
         absolute values, and SSIM. The first one decides the pass.
     threshold : float, default 0.5
-        Cascade: a method passes when the deciding metric's per-step median falls below it
-        within the top half of the cascade or on average over all steps, and is below it at
-        the fully randomised step (:func:`cascade_verdict`). ``"independent"``: when the most changed step is below
+        Cascade: a method passes when the deciding metric's per-step median is below it on
+        average over the cascade, or falls below it within the top half of the cascade and
+        is below it at the fully randomised step (:func:`cascade_verdict`). ``"independent"``: when the most changed step is below
         it. The random-label check fails a method whose other-class maps reach it
         (:func:`label_verdict`).
     random_state : int, default 0
