@@ -231,10 +231,10 @@ def trust_findings(quality: dict[str, Any]) -> list[dict[str, Any]]:
             thr = v.get("threshold", 0.5)
             rule = (
                 f" Rule (Adebayo et al., 2018): with the layers re-initialised from the output "
-                f"down, the maps must change (median {metric} similarity < {thr}) within the "
-                f"top {v.get('top_steps', '?')} of {v.get('n_steps', '?')} steps or on average "
-                "over the cascade, and with every layer random; and a random other class must "
-                "not get the same map."
+                f"down, the median {metric} similarity to the trained model's maps must be "
+                f"below {thr} on average over the cascade, or fall below it within the top "
+                f"{v.get('top_steps', '?')} of {v.get('n_steps', '?')} steps and stay below it "
+                "with every layer random; and a random other class must not get the same map."
                 if v
                 else ""
             )
