@@ -131,7 +131,9 @@ trees = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
         st.dictionaries(
-            st.sampled_from(["x", "$table", "$array", "$float", "$dict", "1", "é"]), inner, max_size=3
+            st.sampled_from(["x", "$table", "$array", "$float", "$dict", "1", "é"]),
+            inner,
+            max_size=3,
         ),
     ),
     max_leaves=8,
