@@ -1,10 +1,11 @@
-"""Shortcut detection: attribution mass in regions that should not matter.
+"""Shortcut detection in a named region: attribution mass where nothing clinical should be.
 
+An audit searches the whole image by default (``shortcut_region="auto"``, see
+:mod:`xai_audit.quality.shortcut_discovery`); this module tests one region given in advance.
 :func:`shortcut_mass` gives, per image, the share of attribution in a region (the image
-corners by default, where markers and burned-in text sit; the border band; or any mask such
-as ``~lung_mask``). The corners are the default because a larger region such as the whole
-border band also collects the spread of diffuse maps (e.g. for faint lesions), which is not
-a shortcut. :func:`detect_shortcuts` then
+corners when called without one, where markers sit; the border band; a box; or any mask such
+as ``~lung_mask``). A larger region such as the whole border band also collects the spread
+of diffuse maps (e.g. for faint lesions), which is not a shortcut. :func:`detect_shortcuts` then
 compares, within each predicted class, every subgroup's shares with everyone else's
 (one-sided Mann–Whitney U, Holm-corrected over the whole table) and flags subgroups whose
 positive predictions lean on that region clearly and significantly more than the rest.

@@ -1,0 +1,369 @@
+"""Region-free shortcut discovery and its causal confirmation: known answers and controls.
+
+Light by design: 64 px synthetic maps (no model) for discovery, analytic torch models for the
+edits, one tiny audit for the end-to-end mask region.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage
+
+from xai_audit.audit.findings import shortcut_findings
+from xai_audit.quality import (
+    analyse_shortcuts,
+    attribution_grid,
+    check_region,
+    confirm_region,
+    discover_regions,
+    region_mask,
+)
+from xai_audit.quality.shortcut_discovery import describe_box, patches_to_box
+
+SIZE = 64
+SPOTS = {  # (x0, y0, x1, y1) of the injected token, and the words for where it is
+    "interior": ((44, 28, 52, 36), "interior, mid-right"),
+    "edge": ((24, 0, 40, 6), "top edge, centre"),
+    "corner": ((0, 56, 8, 64), "bottom-left corner"),
+}
+
+
+def _maps(
+    seed: int,
+    n: int = 300,
+    spot: tuple[int, int, int, int] | None = None,
+    spread: float = 0.0,
+    share_with_spot: float = 0.8,
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """Maps like a CAM: a blob at a random 'lesion' place plus noise; site C may differ.
+
+    ``spot``: in ``share_with_spot`` of site C's positive predictions a hot token sits there.
+    ``spread``: site C's maps get that much extra uniform mass everywhere (acquisition-like:
+    diffuse, a little everywhere) and are blurred (faint lesions spread maps out).
+    """
+    rng = np.random.default_rng(seed)
+    site = rng.choice(["A", "B", "C"], n)
+    sex = rng.choice(["F", "M"], n)
+    pred = rng.integers(0, 2, n)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    cy = rng.uniform(16, 48, n)[:, None, None]
+    cx = rng.uniform(12, 52, n)[:, None, None]
+    maps = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 6.0**2))
+    maps += 0.02 * rng.random((n, SIZE, SIZE))
+    c = site == "C"
+    if spread:
+        maps[c] = ndimage.gaussian_filter(maps[c], sigma=(0, 4, 4)) + spread
+    if spot is not None:
+        x0, y0, x1, y1 = spot
+        hit = c & (pred == 1) & (rng.random(n) < share_with_spot)
+        maps[hit, y0:y1, x0:x1] += 3.0
+    return maps.astype(np.float32), pd.DataFrame({"site": site, "sex": sex}), pred
+
+
+# ------------------------------------------------------------------------------ grid
+def test_grid_is_a_share_per_patch():
+    maps = np.zeros((2, 64, 64), np.float32)
+    maps[0, :4, :4] = 1.0  # patch (0, 0) at 16 x 16
+    maps[1, 60:, 60:] = -2.0  # abs relevance: the last patch
+    maps[1, 0, 0] = 2.0
+    g = attribution_grid(maps)
+    assert g.shape == (2, 16, 16) and g.dtype == np.float32
+    np.testing.assert_allclose(g.reshape(2, -1).sum(axis=1), 1.0, rtol=1e-6)
+    assert g[0, 0, 0] == pytest.approx(1.0)
+    assert g[1, -1, -1] == pytest.approx(32 / 34) and g[1, 0, 0] == pytest.approx(2 / 34)
+    assert np.isnan(attribution_grid(np.zeros((1, 64, 64)))).all()  # no mass, no share
+    # sides not divisible by the grid, and volumes (summed over depth)
+    assert attribution_grid(np.ones((1, 50, 70))).sum() == pytest.approx(1.0)
+    vol = np.zeros((1, 4, 32, 32))
+    vol[0, 3, :2, :2] = 1.0
+    assert attribution_grid(vol)[0, 0, 0] == pytest.approx(1.0)
+    assert patches_to_box(np.eye(16, dtype=bool)[:2].repeat(8, 0)[:16], (64, 64)) == [0, 0, 8, 64]
+
+
+@pytest.mark.parametrize("kind", sorted(SPOTS))
+def test_discovery_finds_a_token_anywhere(kind):
+    spot, words = SPOTS[kind]
+    maps, attrs, pred = _maps(seed=1, spot=spot)
+    res = discover_regions(attribution_grid(maps), attrs, pred, (SIZE, SIZE))
+    cand = res.candidates
+    assert list(zip(cand["attribute"], cand["group"])) == [("site", "C")], res.table.to_string()
+    box = cand.loc[0, ["x0", "y0", "x1", "y1"]].to_numpy(float)
+    # The region's box covers the token and is not much larger than it.
+    assert box[0] <= spot[0] and box[1] <= spot[1] and box[2] >= spot[2] and box[3] >= spot[3]
+    assert (box[2] - box[0]) * (box[3] - box[1]) <= 4 * (spot[2] - spot[0]) * (spot[3] - spot[1])
+    assert cand.loc[0, "where"] == words
+    assert cand.loc[0, "ratio"] > 4 and cand.loc[0, "effect"] > 0.05
+    assert "16x16 patches" in res.searched and "Holm over" in res.searched
+
+
+def test_diffuse_group_differences_are_not_flagged():
+    # Site C: blurrier maps plus extra mass everywhere (acquisition / faint-lesion-like).
+    for seed in range(3):
+        maps, attrs, pred = _maps(seed=seed, spread=0.05)
+        res = discover_regions(attribution_grid(maps), attrs, pred, (SIZE, SIZE))
+        assert res.candidates.empty, res.table.to_string()
+        row = res.table[(res.table["group"] == "C")].iloc[0]
+        assert row["n_patches"] > 0  # the difference is significant, only not focal / large
+
+
+def test_null_maps_flag_nothing_over_20_seeds():
+    false_flags = 0
+    for seed in range(20):
+        maps, attrs, pred = _maps(seed=100 + seed, n=240)
+        res = discover_regions(attribution_grid(maps), attrs, pred, (SIZE, SIZE))
+        false_flags += len(res.candidates)
+    assert false_flags == 0
+
+
+def test_small_groups_are_listed_as_not_searched():
+    maps, attrs, pred = _maps(seed=3, n=60)
+    attrs["rare"] = np.where(np.arange(60) < 5, "yes", "no")
+    res = discover_regions(attribution_grid(maps), attrs, pred, (SIZE, SIZE))
+    assert any(s.startswith("rare=yes") for s in res.not_searched)
+
+
+def test_describe_box_words():
+    assert describe_box([0, 0, 10, 10], (128, 128)) == "top-left corner"
+    assert describe_box([40, 2, 90, 12], (128, 128)) == "top edge, centre"
+    assert describe_box([118, 50, 128, 70], (128, 128)) == "right edge, centre"
+    assert describe_box([56, 56, 72, 72], (128, 128)) == "centre of the image"
+
+
+# ------------------------------------------------------------------------------ causal
+TOKEN = (slice(8, 16), slice(40, 56))  # rows, cols the "reader" model looks at
+
+
+class PatchReader(torch.nn.Module):
+    """Analytic model: the logit of 'positive' is 20 x (mean of one fixed patch - 0.5)."""
+
+    def __init__(self, rows: slice, cols: slice) -> None:
+        super().__init__()
+        self.rows, self.cols = rows, cols
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = 20.0 * (x[:, 0, self.rows, self.cols].mean(dim=(1, 2)) - 0.5)
+        return torch.stack([-z, z], dim=1)
+
+
+def _score(net: torch.nn.Module):
+    def score(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(net(torch.from_numpy(np.asarray(x, np.float32))), 1)[:, 1].numpy()
+
+    return score
+
+
+def _images(n: int, token: bool, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = 0.2 + 0.05 * rng.standard_normal((n, 1, SIZE, SIZE))
+    if token:
+        x[:, 0, TOKEN[0], TOKEN[1]] = 1.0
+    return x.astype(np.float32)
+
+
+def _token_mask() -> np.ndarray:
+    m = np.zeros((SIZE, SIZE), bool)
+    m[TOKEN] = True
+    return m
+
+
+def test_editing_a_region_the_model_reads_is_confirmed():
+    res = confirm_region(
+        _score(PatchReader(*TOKEN)),
+        _images(32, True, 0),
+        _token_mask(),
+        _images(32, False, 1),
+        0.5,
+        peer_images=_images(32, False, 2),
+    )
+    t = res.table.set_index(["operation", "location"])
+    assert res.confirmed and set(res.confirmed_by) == {"erase", "paste"}
+    # Known answers: the token gives ~1.0, its absence ~0.0; the controls move nothing.
+    assert t.loc[("erase", "region"), "mean_change"] == pytest.approx(-1.0, abs=1e-3)
+    assert t.loc[("paste", "region"), "mean_change"] == pytest.approx(1.0, abs=1e-3)
+    assert t.loc[("paste", "region"), "flip_share"] == 1.0
+    assert abs(t.loc[("paste", "elsewhere"), "mean_change"]) < 1e-3
+    assert abs(t.loc[("paste", "other groups"), "mean_change"]) < 1e-3
+    assert res.excess["paste_vs_other_groups"]["ci_low"] > 0.9
+
+
+def test_editing_a_region_the_model_ignores_is_not_confirmed():
+    # The model reads another patch; the group's images are positive for another reason.
+    other = (slice(40, 48), slice(8, 24))
+    xg = _images(32, True, 0)
+    xg[:, 0, other[0], other[1]] = 1.0
+    res = confirm_region(_score(PatchReader(*other)), xg, _token_mask(), _images(32, False, 1), 0.5)
+    assert not res.confirmed
+    region = res.table[res.table["location"] == "region"]
+    assert abs(region["mean_change"]).max() < 1e-3 and (region["flip_share"] == 0).all()
+
+
+def test_analyse_shortcuts_flags_only_a_confirmed_region():
+    # Site C's positives carry the token and their maps point at it.
+    x0, y0, x1, y1 = 40, 8, 56, 16
+    maps, attrs, pred = _maps(seed=4, n=240, spot=(x0, y0, x1, y1), share_with_spot=1.0)
+    site_c = (attrs["site"] == "C").to_numpy() & (pred == 1)
+    images = _images(len(pred), False, 5)
+    images[site_c, 0, y0:y1, x0:x1] = 1.0
+    common = dict(
+        region="auto",
+        attributes=attrs,
+        predicted=pred,
+        image_shape=(SIZE, SIZE),
+        grids=attribution_grid(maps),
+        load_images=lambda rows: images[rows],
+        threshold=0.5,
+        sample_size=24,
+        n_boot=200,
+    )
+    reads = analyse_shortcuts(score=_score(PatchReader(slice(y0, y1), slice(x0, x1))), **common)
+    ignores = analyse_shortcuts(score=_score(PatchReader(slice(40, 48), slice(8, 24))), **common)
+    for out, confirmed in ((reads, True), (ignores, False)):
+        (cand,) = out["candidates"]
+        assert (cand["attribute"], cand["group"], cand["confirmed"]) == ("site", "C", confirmed)
+        assert len(out["flags"]) == int(confirmed) and len(out["notes"]) == int(not confirmed)
+        box = cand["box"]
+        assert box[0] <= x0 and box[1] <= y0 and box[2] >= x1 and box[3] >= y1
+        assert cand["exemplars"].shape[0] == 4
+    findings = shortcut_findings({"gradcam": reads}, "the whole image")
+    (f,) = findings
+    assert (f["severity"], f["kind"]) == ("high", "shortcut")
+    ev = f["evidence"]
+    assert ev["attribute"] == "site" and ev["group"] == "C" and ev["confirmed"] is True
+    assert ev["box"] == reads["candidates"][0]["box"]
+    assert ev["paste"]["mean_change"] > 0.9 and ev["paste"]["flip_share"] == 1.0
+    assert "interior, top-right (box x 40-56, y 8-16 px)" in f["message"]
+    assert "flips 100%" in f["message"]
+    (note,) = shortcut_findings({"gradcam": ignores}, "the whole image")
+    assert note["severity"] == "info" and note["kind"] == "shortcut_note"
+    assert "does not change decisions" in note["title"]
+
+
+# ------------------------------------------------------------------------------ settings
+def test_check_region_messages():
+    assert check_region("auto") == [] and check_region("border_corners") == []
+    assert check_region(0.1) == [] and check_region([0, 0, 10, 5]) == []
+    assert "'top' is unknown" in check_region("top")[0]
+    assert "border width" in check_region(0.7)[0]
+    assert "4 numbers" in check_region([1, 2, 3])[0]
+    assert "x0 < x1" in check_region([5, 0, 2, 4])[0]
+    assert "outside" in check_region([70, 0, 80, 4], image_shape=(64, 64))[0]
+    assert "empty" in check_region(np.zeros((8, 8), bool))[0]
+    assert "does not match" in check_region(np.ones((8, 8), bool) * 0 + np.eye(8, dtype=bool),
+                                            image_shape=(64, 64))[0]  # fmt: skip
+    assert (
+        "one mask per image"
+        in check_region(
+            np.eye(64, dtype=bool)[None].repeat(3, 0), image_shape=(64, 64), n_images=5
+        )[0]
+    )
+    assert "shortcut_border" in check_region("border", border=0.0)[0]
+    assert "not found" in check_region("nowhere.npy")[0]
+    m = region_mask([0, 0, 4, 2], (8, 8))
+    assert m.sum() == 8 and m[:2, :4].all()
+    assert region_mask(0.25, (8, 8)).sum() == 64 - 16
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from test_audit_helpers import small_dataset
+
+    return small_dataset(tmp_path_factory.mktemp("data") / "demo", n=32, size=32)
+
+
+@pytest.mark.parametrize(
+    ("region", "message"),
+    [
+        ("top", "'top' is unknown"),
+        (0.9, "border width"),
+        ([0, 0, 40, 40, 1], "4 numbers"),
+        (np.ones((16, 16), bool) & np.eye(16, dtype=bool), "does not match the images"),
+        (np.zeros((32, 32), bool), "empty"),
+    ],
+)
+def test_bad_regions_fail_at_audit_construction(data, region, message):
+    from test_audit_helpers import tiny_model
+
+    from xai_audit.audit import Audit, ConfigError
+    from xai_audit.data import load_manifest
+
+    with pytest.raises(ConfigError, match=message):
+        Audit(
+            tiny_model(),
+            load_manifest(data),
+            sensitive=["site"],
+            quality={"shortcut_region": region},
+        )
+
+
+def test_bad_regions_fail_in_the_config_file(data, tmp_path):
+    import yaml
+
+    from xai_audit.audit import ConfigError, load_config
+
+    base = {
+        "data": {"manifest": str(data)},
+        "attributes": ["site"],
+        "model": {"loader": "test_audit_helpers:tiny_model"},
+    }
+    for quality, message in (
+        ({"shortcut_region": "top"}, "'top' is unknown"),
+        ({"shortcut_region": "border", "shortcut_border": 0.6}, "shortcut_border"),
+        ({"shortcut_region": [10, 10, 5, 20]}, "x0 < x1"),
+        ({"shortcut_region": "mask.npy"}, "mask file not found"),
+        ({"shortcut_min_score_change": 2}, "shortcut_min_score_change"),
+    ):
+        path = tmp_path / "audit.yaml"
+        path.write_text(yaml.safe_dump({**base, "quality": quality}))
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+    np.save(tmp_path / "mask.npy", np.eye(32, dtype=bool))
+    path.write_text(yaml.safe_dump({**base, "quality": {"shortcut_region": "mask.npy"}}))
+    cfg = load_config(path)
+    assert cfg.quality.shortcut_region == str(tmp_path / "mask.npy")
+    path.write_text(yaml.safe_dump({**base, "quality": {"shortcut_region": [0, 0, 8, 4]}}))
+    assert load_config(path).quality.shortcut_region == [0, 0, 8, 4]
+
+
+def test_a_mask_region_runs_and_is_hashed_by_its_bytes(data, tmp_path):
+    from test_audit_helpers import tiny_model
+
+    from xai_audit.audit import Audit
+    from xai_audit.data import load_manifest
+
+    mask = np.zeros((32, 32), bool)
+    mask[:4] = True
+    settings = dict(
+        sensitive=["site"],
+        methods=["gradcam"],
+        n_boot=20,
+        min_group_size=4,
+        batch_size=16,
+        quality={
+            "shortcut_region": mask,
+            "faithfulness": False,
+            "sanity": False,
+            "shortcut_sample_size": 8,
+        },
+        exemplars_per_cell=1,
+    )
+    audit = Audit(tiny_model(), load_manifest(data), output_dir=tmp_path / "a", **settings)
+    key = audit.task.to_dict()["shortcut_region"]
+    assert key.startswith("mask[32, 32]:")
+    other = mask.copy()
+    other[0, 0] = False
+    settings["quality"] = {**settings["quality"], "shortcut_region": other}
+    assert (
+        Audit(tiny_model(), load_manifest(data), **settings).task.to_dict()["shortcut_region"]
+        != key
+    )
+    result = audit.run()
+    sc = result.quality["shortcuts"]["gradcam"]
+    assert sc["mode"] == "region" and "user-given region" in sc["searched"]
+    assert result.quality["per_image"]["shortcut__gradcam"].notna().all()
+    assert result.quality["region"]["area_share"] == pytest.approx(4 / 32)

@@ -1,0 +1,459 @@
+"""Region-free shortcut discovery, confirmed by editing the images.
+
+A shortcut is something the model reads that is not the finding (a marker, burned-in text, a
+device) and that co-occurs with the label in one subgroup. It may sit anywhere, so nothing is
+named in advance:
+
+1. **Per image** (cheap, per batch): :func:`attribution_grid` sums ``|relevance|`` over a
+   ``16 x 16`` grid of patches and divides by the map's total, so each image's grid sums to 1
+   (3D maps are summed over depth first: a token in any slice shows in its in-plane patch).
+2. **Discovery** (:func:`discover_regions`): within the positive predictions, every
+   subgroup's patch shares are compared with those of the other positive predictions (one-sided
+   Mann–Whitney U per patch, Holm over every patch of every group). Holm over patch tests was
+   chosen over a cluster-based permutation test because a shortcut is *focal*: it gives a few
+   patches a large, individually significant excess, while what must not be flagged (sites
+   that differ in contrast, noise or blur; faint lesions that spread maps out) moves
+   attribution a little everywhere, which cluster statistics accumulate into significance.
+   Holm also needs no permutations of ``N x 256`` arrays and is deterministic. Significant
+   patches whose group mean is at least ``patch_ratio`` (1.5) times the rest's are joined
+   into 8-connected regions; a region is a candidate when its share of attribution is at
+   least ``min_effect`` (5 points) above the rest's and ``min_ratio`` (4) times it, and it
+   covers at most ``max_area`` (25 %) of the image (a larger area is a diffuse difference,
+   not a token).
+   Candidates explained by their overlap with another group's candidate (an age group
+   over-represented at the shortcut site) become notes.
+3. **Causal confirmation** (:func:`xai_audit.quality.shortcut_causal.confirm_region`): on a seeded sample (at most 64 images
+   each) the region is *erased* in the group's positive predictions (its pixels replaced by
+   the same pixels of negative predictions from other groups: in-distribution content, no
+   blur the model might read as a signal) and *pasted* from the group's positive predictions
+   onto negative predictions of other groups. The same edits on a same-size region at a
+   random other location are the matched control. The region is confirmed when erasing lowers
+   or pasting raises the score by at least ``min_change`` on average and by significantly
+   more than the control (bootstrap CI of the paired excess above 0).
+
+Only a confirmed region is a shortcut finding; a discovered but unconfirmed region is a note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage, stats
+
+from ._validate import as_maps
+from .groups import iter_groups
+from .localisation import relevance
+from .stats import holm, mann_whitney_greater
+
+#: Patches per side of the per-image attribution grid.
+GRID_SIZE = 16
+#: Largest image share a discovered region may cover and still be a focal token.
+MAX_AREA = 0.25
+
+
+# ------------------------------------------------------------------------------ grid
+def patch_edges(side: int, grid: int) -> np.ndarray:
+    """Pixel edges of ``grid`` near-equal patches along a side of ``side`` pixels."""
+    g = max(1, min(int(grid), int(side)))
+    return (np.arange(g + 1) * int(side)) // g
+
+
+def attribution_grid(maps: Any, grid: int = GRID_SIZE, normalise: str = "abs") -> np.ndarray:
+    """Share of each map's attribution in each of ``grid x grid`` patches.
+
+    Parameters
+    ----------
+    maps : array ``N x H x W`` or ``N x D x H x W``, tensor or ``Attribution``
+        3D maps are summed over depth (every slice counts in its in-plane patch).
+    grid : int, default 16
+        Patches per side (fewer when the image is smaller than that).
+    normalise : {"abs", "positive"}
+        Relevance counted, as in :func:`xai_audit.quality.shortcut_mass`.
+
+    Returns
+    -------
+    numpy.ndarray ``N x g x g`` float32
+        Each image's grid sums to 1; NaN for maps with no mass.
+    """
+    m = as_maps(maps)
+    rel = relevance(m, normalise)
+    if rel.ndim == 4:
+        rel = rel.sum(axis=1)
+    h, w = rel.shape[-2:]
+    er, ec = patch_edges(h, grid), patch_edges(w, grid)
+    # Sum over patches with two reduceat calls (patches may differ by one pixel in size).
+    sums = np.add.reduceat(np.add.reduceat(rel, er[:-1], axis=1), ec[:-1], axis=2)
+    total = sums.reshape(len(sums), -1).sum(axis=1)
+    safe = np.where(total > 0, total, 1.0)[:, None, None]
+    out = (sums / safe).astype(np.float32)
+    out[total <= 0] = np.nan
+    return out
+
+
+def patches_to_box(patches: np.ndarray, shape: Sequence[int]) -> list[int]:
+    """Pixel box ``[x0, y0, x1, y1]`` (max exclusive) of the set patches of a ``g x g`` mask."""
+    h, w = int(shape[-2]), int(shape[-1])
+    er, ec = patch_edges(h, patches.shape[0]), patch_edges(w, patches.shape[1])
+    rr, cc = np.nonzero(patches)
+    return [int(ec[cc.min()]), int(er[rr.min()]), int(ec[cc.max() + 1]), int(er[rr.max() + 1])]
+
+
+def patches_to_mask(patches: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Pixel mask ``H x W`` of the set patches of a ``g x g`` mask."""
+    h, w = int(shape[-2]), int(shape[-1])
+    er, ec = patch_edges(h, patches.shape[0]), patch_edges(w, patches.shape[1])
+    rows = np.repeat(patches, np.diff(er), axis=0)
+    return np.repeat(rows, np.diff(ec), axis=1)
+
+
+def box_mask(box: Sequence[float], shape: Sequence[int]) -> np.ndarray:
+    """``H x W`` mask of a pixel box ``[x0, y0, x1, y1]``."""
+    h, w = int(shape[-2]), int(shape[-1])
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    out = np.zeros((h, w), dtype=bool)
+    out[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)] = True
+    return out
+
+
+def describe_box(box: Sequence[float], shape: Sequence[int]) -> str:
+    """Where a box sits, in words: ``"top edge, centre"``, ``"top-left corner"``, ...
+
+    A box within 12 % of the side from an edge is *at* that edge; its centre's third of the
+    image gives the position along the edge (or, away from the edges, in the interior).
+    """
+    h, w = float(shape[-2]), float(shape[-1])
+    x0, y0, x1, y1 = (float(v) for v in box)
+    near = 0.12
+    top, bottom = y0 <= near * h, y1 >= (1 - near) * h
+    left, right = x0 <= near * w, x1 >= (1 - near) * w
+    cy, cx = (y0 + y1) / 2 / h, (x0 + x1) / 2 / w
+    vert = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
+    horiz = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "centre"
+    if (top and bottom) or (left and right):
+        return f"a band across the image ({vert}, {horiz})"
+    v_edge = "top" if top else "bottom" if bottom else None
+    h_edge = "left" if left else "right" if right else None
+    if v_edge and h_edge:
+        return f"{v_edge}-{h_edge} corner"
+    if v_edge:
+        return f"{v_edge} edge, {horiz}"
+    if h_edge:
+        return f"{h_edge} edge, {'centre' if vert == 'middle' else vert}"
+    return (
+        "centre of the image"
+        if (vert, horiz) == ("middle", "centre")
+        else (f"interior, {vert if vert != 'middle' else 'mid'}-{horiz}")
+    )
+
+
+# ------------------------------------------------------------------------------ discovery
+@dataclass
+class DiscoveryResult:
+    """Candidate shortcut regions per subgroup.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per tested group: ``attribute, group, n, rest_n, n_patches`` (significant
+        patches passing the ratio floor), and for the group's strongest region ``box``
+        (``x0, y0, x1, y1`` columns), ``where``, ``area``, ``mean_share``, ``rest_mean_share``,
+        ``effect``, ``ratio``, ``p_value`` (region share, one-sided Mann–Whitney), then
+        ``candidate``, ``explained_by`` and ``reason`` (why it is not a candidate).
+    regions : dict
+        ``(attribute, group)`` -> ``g x g`` bool patch mask of each candidate's region.
+    searched : str
+        What was searched, in words.
+    not_searched : list of str
+        Groups that could not be tested (too few positive predictions).
+    params : dict
+    """
+
+    table: pd.DataFrame
+    regions: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    searched: str = ""
+    not_searched: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def candidates(self) -> pd.DataFrame:
+        """Rows that are candidate shortcut regions."""
+        return self.table[self.table["candidate"]].reset_index(drop=True)
+
+
+def _mw_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """One-sided Mann–Whitney p per column (``x`` tends to exceed ``y``), vectorised."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = stats.mannwhitneyu(x, y, axis=0, alternative="greater", method="asymptotic").pvalue
+    p = np.asarray(p, dtype=np.float64)
+    const = np.ptp(np.concatenate([x, y]), axis=0) == 0  # no variation: no evidence
+    p[const] = 1.0
+    return p
+
+
+def discover_regions(
+    grids: np.ndarray,
+    attributes: pd.DataFrame,
+    predicted: Any,
+    image_shape: Sequence[int],
+    *,
+    positive_class: Any = 1,
+    alpha: float = 0.05,
+    min_effect: float = 0.05,
+    min_ratio: float = 4.0,
+    patch_ratio: float = 1.5,
+    max_area: float = MAX_AREA,
+    min_group_size: int = 10,
+    intersections: bool | Sequence[tuple[str, str]] = False,
+    columns: Sequence[str] | None = None,
+) -> DiscoveryResult:
+    """Find where a subgroup's positive predictions put unusual attribution, anywhere.
+
+    Parameters
+    ----------
+    grids : array ``N x g x g``
+        From :func:`attribution_grid` (NaN rows: not explained, left out).
+    attributes : DataFrame
+        Subgroup attributes, one row per image.
+    predicted : array ``(N,)``
+        Predicted class per image.
+    image_shape : (H, W) or (D, H, W)
+        Pixel size of the images (for boxes).
+    positive_class : default 1
+        Only predictions of this class are compared (within a class, so that groups that are
+        predicted positive more often are not flagged for that).
+    alpha : float, default 0.05
+        Family-wise error rate over every patch test of every group (Holm).
+    min_effect : float, default 0.05
+        Smallest excess of the region's share of attribution (5 percentage points).
+    min_ratio : float, default 4
+        The group's mean share in the region must be this many times the rest's. A token the
+        other groups never show gives a large ratio (50-57 for the demo's site-C marker over
+        4 data seeds); a lesion area that one group's positive predictions favour (they are
+        the images whose lesions the model finds, e.g. at a site with lower contrast) stays
+        lower (at most 2.6 on the demo's control data over 4 seeds), although editing it
+        moves scores just as a token would.
+    patch_ratio : float, default 1.5
+        The same floor per patch, before patches are joined into regions.
+    max_area : float, default 0.25
+        Largest image share of a candidate region.
+    min_group_size : int, default 10
+        Groups (and the rest) with fewer positive predictions are not tested.
+    intersections, columns
+        As in :func:`xai_audit.quality.iter_groups`.
+
+    Returns
+    -------
+    DiscoveryResult
+    """
+    g = np.asarray(grids, dtype=np.float64)
+    if g.ndim != 3:
+        raise ValueError(f"grids must be N x g x g (from attribution_grid); got shape {g.shape}.")
+    pred = np.asarray(predicted).ravel()
+    if not (len(g) == len(pred) == len(attributes)):
+        raise ValueError(
+            f"grids ({len(g)}), predicted ({len(pred)}) and attributes ({len(attributes)}) "
+            "must have one entry per image."
+        )
+    n_img, gh, gw = g.shape
+    flat = g.reshape(n_img, -1)
+    pos = (pred == positive_class) & np.isfinite(flat).all(axis=1)
+    tested: list[tuple[Any, np.ndarray, np.ndarray]] = []
+    not_searched = []
+    for grp in iter_groups(attributes, columns, intersections=intersections):
+        inside, rest = grp.mask & pos, ~grp.mask & pos
+        if inside.sum() < min_group_size or rest.sum() < min_group_size:
+            not_searched.append(
+                f"{_where(grp.attribute, grp.group)} ({int(inside.sum())} positive predictions)"
+            )
+            continue
+        tested.append((grp, inside, rest))
+    p = np.full((len(tested), gh * gw), np.nan)
+    ratio = np.zeros_like(p)
+    for i, (_, inside, rest) in enumerate(tested):
+        mi, mr = flat[inside].mean(axis=0), flat[rest].mean(axis=0)
+        p[i] = _mw_columns(flat[inside], flat[rest])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio[i] = np.where(mr > 0, mi / mr, np.where(mi > 0, np.inf, 0.0))
+    p_holm = holm(p.ravel()).reshape(p.shape) if p.size else p
+    sig = (p_holm < alpha) & (ratio >= patch_ratio)
+    rows, regions = [], {}
+    masks = {}
+    for i, (grp, inside, rest) in enumerate(tested):
+        key = (grp.attribute, grp.group)
+        masks[key] = grp.mask
+        row: dict[str, Any] = {
+            "attribute": grp.attribute,
+            "group": grp.group,
+            "n": int(inside.sum()),
+            "rest_n": int(rest.sum()),
+            "n_patches": int(sig[i].sum()),
+            "min_p_holm": float(np.nanmin(p_holm[i])) if p_holm.size else np.nan,
+            "x0": np.nan,
+            "y0": np.nan,
+            "x1": np.nan,
+            "y1": np.nan,
+            "where": "",
+            "area": np.nan,
+            "mean_share": np.nan,
+            "rest_mean_share": np.nan,
+            "effect": np.nan,
+            "ratio": np.nan,
+            "p_value": np.nan,
+            "candidate": False,
+            "reason": "no patch with a significant excess" if not sig[i].any() else "",
+        }
+        if sig[i].any():
+            labels, k = ndimage.label(sig[i].reshape(gh, gw), structure=np.ones((3, 3), int))
+            comps = []
+            for lab in range(1, k + 1):
+                comp = (labels == lab).ravel()
+                share = flat[:, comp].sum(axis=1)
+                mi, mr = share[inside].mean(), share[rest].mean()
+                ok = (
+                    mi - mr >= min_effect
+                    and (mr == 0 or mi / mr >= min_ratio)
+                    and comp.mean() <= max_area
+                )
+                comps.append((ok, mi - mr, comp, mi, mr, share))
+            # The strongest region that passes the floors, else the strongest (for the table).
+            _, eff, comp, mi, mr, share = max(comps, key=lambda c: (c[0], c[1]))
+            patches = comp.reshape(gh, gw)
+            box = patches_to_box(patches, image_shape)
+            area = float(patches.mean())
+            r = mi / mr if mr > 0 else np.inf
+            row.update(
+                {
+                    "x0": box[0],
+                    "y0": box[1],
+                    "x1": box[2],
+                    "y1": box[3],
+                    "where": describe_box(box, image_shape),
+                    "area": area,
+                    "mean_share": float(mi),
+                    "rest_mean_share": float(mr),
+                    "effect": float(eff),
+                    "ratio": float(r),
+                    "p_value": mann_whitney_greater(share[inside], share[rest]),
+                }
+            )
+            if eff < min_effect or r < min_ratio:
+                row["reason"] = (
+                    f"excess too small ({eff:.1%} of attribution, ratio {r:.2g}; floors "
+                    f"{min_effect:.0%} and {min_ratio:g}x): a diffuse difference"
+                )
+            elif area > max_area:
+                row["reason"] = (
+                    f"region covers {area:.0%} of the image (> {max_area:.0%}): a diffuse "
+                    "difference, not a focal token"
+                )
+            else:
+                row["candidate"] = True
+                regions[key] = patches
+        rows.append(row)
+    columns_out = [
+        "attribute",
+        "group",
+        "n",
+        "rest_n",
+        "n_patches",
+        "min_p_holm",
+        "x0",
+        "y0",
+        "x1",
+        "y1",
+        "where",
+        "area",
+        "mean_share",
+        "rest_mean_share",
+        "effect",
+        "ratio",
+        "p_value",
+        "candidate",
+        "reason",
+    ]
+    table = pd.DataFrame(rows, columns=columns_out)
+    table["explained_by"] = ""
+    _explain_overlaps(table, regions, masks, flat, pos, alpha, min_effect, min_group_size)
+    for key in list(regions):
+        hit = table[(table["attribute"] == key[0]) & (table["group"] == key[1])]
+        if not bool(hit["candidate"].iloc[0]):
+            regions.pop(key)
+    h, w = int(image_shape[-2]), int(image_shape[-1])
+    er, ec = patch_edges(h, gh), patch_edges(w, gw)
+    depth = " (3D maps summed over depth)" if len(image_shape) == 3 else ""
+    names = sorted({t[0].attribute for t in tested} | {s.split("=")[0] for s in not_searched})
+    searched = (
+        f"the whole image in {gh}x{gw} patches of about {int(np.diff(er).mean())}x"
+        f"{int(np.diff(ec).mean())} px{depth}: positive predictions of every subgroup of "
+        f"{', '.join(names)} with >= {min_group_size} of them, each against the other positive "
+        f"predictions (one-sided Mann-Whitney U per patch, Holm over {int(np.isfinite(p).sum())} "
+        f"tests = {len(tested)} groups x {gh * gw} patches; a region needs >= {min_effect:.0%} "
+        f"more attribution share and >= {min_ratio:g}x the rest's, on <= {max_area:.0%} of "
+        "the image)"
+    )
+    params = {
+        "positive_class": positive_class,
+        "alpha": alpha,
+        "min_effect": min_effect,
+        "min_ratio": min_ratio,
+        "patch_ratio": patch_ratio,
+        "max_area": max_area,
+        "min_group_size": min_group_size,
+        "grid": [gh, gw],
+        "n_tests": int(np.isfinite(p).sum()),
+        "n_groups": len(tested),
+        "n_images": int(n_img),
+        "n_positive": int(pos.sum()),
+        "test": "one-sided Mann-Whitney U per patch vs the other positive predictions, "
+        "Holm-corrected over patches x groups",
+    }
+    return DiscoveryResult(table, regions, searched, not_searched, params)
+
+
+def _where(attribute: str, group: str) -> str:
+    return " & ".join(
+        f"{a}={v}" for a, v in zip(attribute.split(" × "), group.split(" | ") or [group])
+    )
+
+
+def _explain_overlaps(
+    table: pd.DataFrame,
+    regions: dict[tuple[str, str], np.ndarray],
+    masks: dict[tuple[str, str], np.ndarray],
+    flat: np.ndarray,
+    pos: np.ndarray,
+    alpha: float,
+    min_effect: float,
+    min_group_size: int,
+) -> None:
+    """Demote candidates whose excess is only their overlap with another candidate group.
+
+    Group ``a`` is explained by group ``b`` when, without ``b``'s images, ``a`` no longer has
+    the excess in its region, while ``b`` keeps its excess without ``a``'s images.
+    """
+
+    def survives(key: tuple[str, str], drop: np.ndarray) -> bool:
+        share = flat[:, regions[key].ravel()].sum(axis=1)
+        keep = pos & ~drop
+        inside, rest = keep & masks[key], keep & ~masks[key]
+        if inside.sum() < min_group_size or rest.sum() < min_group_size:
+            return False
+        eff = share[inside].mean() - share[rest].mean()
+        return bool(eff >= min_effect and mann_whitney_greater(share[inside], share[rest]) < alpha)
+
+    keys = list(regions)
+    for a in keys:
+        by = [
+            _where(*b)
+            for b in keys
+            if b != a and not survives(a, masks[b]) and survives(b, masks[a])
+        ]
+        if by:
+            i = table.index[(table["attribute"] == a[0]) & (table["group"] == a[1])][0]
+            table.loc[i, "explained_by"] = " / ".join(by)
+            table.loc[i, "candidate"] = False
+            table.loc[i, "reason"] = f"explained by the overlap with {' / '.join(by)}"
