@@ -100,11 +100,12 @@ class _FrozenBackbone(nn.Module):
         # N x 1 x 2 (was "returned 1 outputs")
         (lambda: _model(lambda o: o[:, None]), 1, r"shape \(2, 1, 2\) for 2 images.*flatten"),
         (lambda: _model(lambda o: o * float("nan")), 1, r"NaN or infinite outputs for 2 image"),
-        (lambda: _model(_no_grad), 1, r"does not depend differentiably on its input"),
+        # Grad-CAM (the CHEAP method) needs a gradient down to its layer (was an autograd error)
+        (lambda: _model(_no_grad), 1, r"No gradient flows .* to the CAM target layer 'net"),
         (
             lambda: ModelAdapter(_FrozenBackbone(), class_names=["a", "b"], device="cpu"),
             1,
-            r"does not depend differentiably on its input",
+            r"No gradient flows from the model's output back to the CAM target layer 'net",
         ),
         (lambda: _model(lambda o: {"scores": o}), 1, r"dict without a 'logits' or 'out'"),
         (lambda: _model(lambda o: o.detach().numpy()), 1, r"returned ndarray, not a tensor"),
@@ -167,7 +168,20 @@ def test_valid_models_pass_the_probe(make_model, shape) -> None:
     model.model.train()  # BatchNorm in train mode would fail on one image; the probe uses eval
     images = torch.rand(shape)
     assert model.check_inputs(images) == []
-    assert model.check_inputs(images, need_gradients=False) == []
+    assert model.check_inputs(images, gradients=None) == []
+    assert model.check_inputs(images, gradients="layer") == []  # the CAM family
+
+
+@pytest.mark.parametrize("post", [_no_grad, None], ids=["detached", "frozen-backbone"])
+def test_pixel_gradient_methods_need_a_gradient_to_the_input(post) -> None:
+    model = _model(post) if post else ModelAdapter(_FrozenBackbone(), device="cpu")
+    images = _manifest().load_images([0, 1])
+    problems = model.check_inputs(images)  # gradients="input": IG, saliency, SmoothGrad, ...
+    assert len(problems) == 1 and "does not depend differentiably on its input" in problems[0]
+    assert model.check_inputs(images, gradients=None) == []  # occlusion needs none
+    with pytest.raises(ConfigError, match="does not depend differentiably"):
+        Audit(model, _manifest(), sensitive=["sex"], **{**CHEAP, "methods": ["saliency"]})
+    Audit(model, _manifest(), sensitive=["sex"], **{**CHEAP, "methods": ["occlusion"]})
 
 
 def test_the_probe_leaves_a_good_model_as_it_was() -> None:

@@ -266,13 +266,20 @@ class Audit:
             images = self.data.load_images(np.arange(min(2, len(self.data))))
         except Exception as exc:  # unreadable file, mixed shapes: the manifest's own message
             return [f"data: the first images cannot be loaded: {exc}"]
-        gradient_free = {"occlusion", "partition_shap"}
-        need_gradients = True
+        from ..explain.cam import _CamExplainer
+
+        # What the methods differentiate: the pixels, a layer only (CAMs), or nothing.
+        gradients = None
         try:
-            need_gradients = any(get_method(m.name).name not in gradient_free for m in self.methods)
+            for m in self.methods:
+                cls = get_method(m.name)
+                if issubclass(cls, _CamExplainer):
+                    gradients = gradients or "layer"
+                elif cls.name not in ("occlusion", "partition_shap"):
+                    gradients = "input"
         except (ValueError, TypeError):
-            pass  # an unknown method is reported by check_methods
-        found = self.model.check_inputs(images, need_gradients=need_gradients)
+            gradients = None  # an unknown method is reported by check_methods
+        found = self.model.check_inputs(images, gradients=gradients)
         return [f"model: {p}" for p in found]
 
     def _data_warnings(self) -> list[str]:

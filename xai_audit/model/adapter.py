@@ -62,13 +62,15 @@ def _output_problem(out: object, n: int) -> str | None:
 
 
 def _reaches_input(logits: torch.Tensor, x: torch.Tensor) -> bool:
-    """Whether a gradient flows from the logits back to the input ``x``.
+    """Whether a gradient flows from the logits back to ``x`` (the input or a layer output).
 
     ``logits.requires_grad`` alone is not enough: a backbone run under ``no_grad`` with a
     trainable head still gives a graph, but none that reaches the pixels. ``autograd.grad``
     with ``inputs=x`` leaves the parameters' ``.grad`` untouched.
     """
     if not logits.requires_grad:
+        return False
+    if not x.requires_grad:
         return False
     (grad,) = torch.autograd.grad(logits.sum(), x, allow_unused=True)
     return grad is not None
@@ -399,24 +401,29 @@ class ModelAdapter:
         """Score of :attr:`positive_index` per image (what binary audits threshold)."""
         return self.predict_proba(images, **kwargs)[:, self.positive_index]
 
-    def check_inputs(self, images: Any, *, need_gradients: bool = True) -> list[str]:
+    def check_inputs(
+        self, images: Any, *, gradients: Literal["input", "layer"] | None = "input"
+    ) -> list[str]:
         """What stops this model from working on these images, from one probe forward pass.
 
-        Cheap (one forward and no backward pass on the images given; pass two or so) and run
-        by :class:`~xai_audit.audit.Audit` before any work, so that a bad model or bad images
-        give a diagnosis instead of an error deep inside a batch. Checks, in order: the batch
-        layout (:meth:`prepare`), finite pixels, that the first convolution/linear layer the
-        forward pass reaches gets the number of channels (features) it was built for, the
+        Cheap (one forward and at most one backward pass on the images given; pass two or so)
+        and run by :class:`~xai_audit.audit.Audit` before any work, so that a bad model or bad
+        images give a diagnosis instead of an error deep inside a batch. Checks, in order: the
+        batch layout (:meth:`prepare`), finite pixels, that the first convolution/linear layer
+        the forward pass reaches gets the number of channels (features) it was built for, the
         output (one row per image, ``N x K`` floating point, as :meth:`forward` checks it, and
-        as many outputs as class names), finite outputs, and (``need_gradients``) that the
-        output depends differentiably on the input, as gradient explanations need.
+        as many outputs as class names), finite outputs, and that gradients flow as the
+        explanation methods need.
 
         Parameters
         ----------
         images : tensor or array
             A few images in the layout the audit feeds the model.
-        need_gradients : bool, default True
-            Also require a differentiable output.
+        gradients : {"input", "layer", None}, default "input"
+            ``"input"``: a gradient must reach the pixels (integrated gradients, saliency,
+            SmoothGrad, guided and SHAP gradient methods); ``"layer"``: it must reach the CAM
+            target layer (the CAM family; resolves :meth:`target_layer`); None: no gradient
+            check (occlusion, partition SHAP).
 
         Returns
         -------
@@ -488,14 +495,42 @@ class ModelAdapter:
         bad = _first_nonfinite_rows(logits.detach(), 0)
         if bad:
             return [_nonfinite_outputs_message(bad)]
-        if need_gradients and not _reaches_input(logits, xg):
+        if gradients == "input" and not _reaches_input(logits, xg):
             return [
                 "The model's output does not depend differentiably on its input (its forward "
                 "runs under torch.no_grad(), detaches, or goes through numpy), so gradient "
                 "explanations cannot be computed. Remove the no_grad/detach from forward(), or "
                 "use gradient-free methods only (occlusion, partition_shap)."
             ]
+        if gradients == "layer":
+            return self._check_layer_gradient(x)
         return []
+
+    def _check_layer_gradient(self, x: torch.Tensor) -> list[str]:
+        """CAM methods differentiate the output down to the target layer: does a gradient flow?"""
+        try:
+            name, layer = self.target_layer(x)
+        except Exception as exc:  # TargetLayerError says how to choose one
+            return [str(exc)]
+        from ..explain.hooks import LayerCapture  # the capture the CAM explainers use
+
+        try:
+            with LayerCapture([(name, layer)]) as capture:
+                with eval_mode(self.model), torch.enable_grad():
+                    logits = self.forward(x)
+        except TargetLayerError as exc:  # a tuple output, a shared layer: says what to do
+            return [str(exc)]
+        captured = [t for t in capture.outputs if t is not None]
+        reached = bool(captured) and _reaches_input(logits, captured[0])
+        if reached:
+            return []
+        return [
+            f"No gradient flows from the model's output back to the CAM target layer {name!r} "
+            "(it runs under torch.no_grad() or is detached), so CAM explanations cannot be "
+            "computed. Remove the no_grad/detach from forward(), choose a layer after it with "
+            "ModelAdapter(..., target_layer=...), or use gradient-free methods (occlusion, "
+            "partition_shap)."
+        ]
 
     # ------------------------------------------------------------------ layers
     def target_layer(self, example: torch.Tensor | None = None) -> tuple[str, nn.Module]:
