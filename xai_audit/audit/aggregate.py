@@ -234,8 +234,8 @@ def quality_section(
     seed: int,
 ) -> dict[str, Any]:
     """Faithfulness and sanity on a bounded sample; localisation and shortcuts on all images."""
-    from ..quality import detect_shortcuts, region_fraction, sanity_check
-    from ..quality.regions import REGION_NAMES
+    from ..quality import sanity_check
+    from ..quality.regions import describe_region, region_key, region_mask
     from ..quality.sanity import VERDICT_VERSION as SANITY_VERSION
 
     per_image = pd.DataFrame({"row": pred["row"], "case_id": pred["case_id"]})
@@ -260,16 +260,31 @@ def quality_section(
             f"at most {q.sample_size} images ({q.sanity_sample_size} for the sanity check)",
             "seed": seed,
         },
-        "region": {"name": task.shortcut_region, "description": REGION_NAMES[task.shortcut_region]},
+        "region": {
+            "name": region_key(task.shortcut_region),
+            "description": describe_region(
+                task.shortcut_region, task.shortcut_border, task.shortcut_corner
+            ),
+        },
         "faithfulness": {},
         "localisation": {},
         "sanity": {},
         "shortcuts": {},
     }
     images = manifest.load_images(sample) if len(sample) and (q.faithfulness or q.sanity) else None
-    if images is not None:
-        spatial = images.shape[2:]
-        out["region"]["area_share"] = region_fraction(spatial, task.shortcut_region)
+    if len(manifest) and not (
+        isinstance(task.shortcut_region, str) and task.shortcut_region == "auto"
+    ):
+        # The named region's area: what a spatially uniform map would put there.
+        spatial = images.shape[2:] if images is not None else manifest.load_image(0).shape[1:]
+        mask = region_mask(
+            task.shortcut_region,
+            spatial,
+            border=task.shortcut_border,
+            corner=task.shortcut_corner,
+            rows=np.arange(len(manifest)),
+        )
+        out["region"]["area_share"] = float(np.mean(mask))
     target = int(model.positive_index)
     outcomes = pred["outcome"].to_numpy()
     for spec in task.methods:
@@ -312,31 +327,64 @@ def quality_section(
         if task.localisation and f"loc__{m}__mass_in_mask" in per_image:
             out["localisation"][m] = {"summary": localisation_summary(per_image, m, ci, seed)}
         if q.shortcuts:
-            shares = per_image[f"shortcut__{m}"].to_numpy(np.float64)
-            try:
-                sc = detect_shortcuts(
-                    shares,
-                    pred[sensitive].reset_index(drop=True),
-                    pred["predicted"].to_numpy(),
-                    positive_class=1,
-                    intersections=q.shortcut_intersections,
-                    region_name=REGION_NAMES[task.shortcut_region],
-                    class_names=_class_names_binary(model),
-                    random_state=seed,
-                )
-                out["shortcuts"][m] = {
-                    "table": sc.table,
-                    "flags": list(sc.flags),
-                    "params": dict(sc.params),
-                }
-            except ValueError as exc:
-                log.warning("Shortcut detection skipped for %s: %s", m, exc)
-                out["shortcuts"][m] = {
-                    "table": pd.DataFrame(),
-                    "flags": [],
-                    "params": {"skipped": str(exc)},
-                }
+            out["shortcuts"][m] = _shortcuts(
+                model, manifest, task, tables, pred, sensitive, q, m, ci=ci, seed=seed
+            )
     return out
+
+
+def _shortcuts(
+    model: ModelAdapter,
+    manifest: Any,
+    task: BatchTask,
+    tables: dict[str, np.ndarray],
+    pred: pd.DataFrame,
+    sensitive: list[str],
+    q: Any,
+    method: str,
+    *,
+    ci: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Shortcut discovery (or the named region's test) and its causal confirmation."""
+    from ..quality.shortcut_analysis import analyse_shortcuts
+
+    predicted = pred["predicted"].to_numpy()
+    scores = pred["score"].to_numpy(np.float64)
+    # The audit threshold: the lowest score predicted positive (exact on these images).
+    threshold = float(scores[predicted == 1].min()) if (predicted == 1).any() else 1.0
+    pos = int(model.positive_index)
+    try:
+        return analyse_shortcuts(
+            region=task.shortcut_region,
+            attributes=pred[sensitive].reset_index(drop=True),
+            predicted=predicted,
+            image_shape=manifest.load_image(0).shape[1:],
+            grids=tables.get(f"grid__{method}"),
+            shares=tables.get(f"shortcut__{method}"),
+            score=lambda x: model.predict_proba(x, progress=False)[:, pos],
+            load_images=manifest.load_images,
+            threshold=threshold,
+            border=task.shortcut_border,
+            corner=task.shortcut_corner,
+            intersections=q.shortcut_intersections,
+            class_names=_class_names_binary(model),
+            min_change=q.shortcut_min_score_change,
+            sample_size=q.shortcut_sample_size,
+            ci=ci,
+            seed=seed,
+        )
+    except ValueError as exc:
+        log.warning("Shortcut detection skipped for %s: %s", method, exc)
+        return {
+            "table": pd.DataFrame(),
+            "flags": [],
+            "notes": [],
+            "candidates": [],
+            "searched": "",
+            "not_searched": [f"{method}: skipped ({exc})"],
+            "params": {"skipped": str(exc)},
+        }
 
 
 def _faithfulness(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..model import ModelAdapter
+from ..quality.regions import region_key
 
 #: Per-image localisation numbers kept in shards (see :func:`xai_audit.quality.localisation`).
 LOCALISATION_METRICS = ("pointing_game", "mass_in_mask", "rank_accuracy", "iou_top_k")
@@ -68,8 +69,14 @@ class BatchTask:
         Attribution methods, in order.
     target : int
         Class explained for every image (the positive class of the audit).
-    shortcut_region : str
-        Named region for :func:`xai_audit.quality.shortcut_mass`.
+    shortcut_region : str, number, box or mask
+        ``"auto"`` (search the whole image; the per-image share kept is then the corners',
+        for the case-review widget), a named region, a border width, a box or a mask (see
+        :func:`xai_audit.quality.regions.check_region`).
+    shortcut_border, shortcut_corner : float
+        Widths of the named regions, fractions of the side.
+    shortcut_grid : int
+        Patches per side of the per-image attribution grid (region discovery).
     shortcut_normalise : {"abs", "positive"}
         Relevance counted for the shortcut share.
     localisation : bool
@@ -82,8 +89,11 @@ class BatchTask:
 
     methods: tuple[MethodSpec, ...]
     target: int
-    shortcut_region: str = "corners"
+    shortcut_region: Any = "auto"
     shortcut_normalise: str = "abs"
+    shortcut_border: float = 0.08
+    shortcut_corner: float = 0.15
+    shortcut_grid: int = 16
     localisation: bool = True
     top_k: float = 0.1
     map_dtype: str = "float16"
@@ -101,8 +111,11 @@ class BatchTask:
         return {
             "methods": [m.to_dict() for m in self.methods],
             "target": int(self.target),
-            "shortcut_region": self.shortcut_region,
+            "shortcut_region": region_key(self.shortcut_region),  # a mask by its bytes' hash
             "shortcut_normalise": self.shortcut_normalise,
+            "shortcut_border": float(self.shortcut_border),
+            "shortcut_corner": float(self.shortcut_corner),
+            "shortcut_grid": int(self.shortcut_grid),
             "localisation": bool(self.localisation),
             "top_k": float(self.top_k),
             "map_dtype": self.map_dtype,
@@ -178,11 +191,15 @@ def compute_batch(
         ``indices``, ``scores`` (``B x K``), ``seconds_predict``, and per method ``m``:
         ``rows__m`` (the rows explained), ``maps__m`` (``map_dtype``, one per explained row),
         ``scale__m``, ``seconds__m``, and per image (NaN where not explained)
-        ``shortcut__m`` and, with masks, ``loc__m__<metric>``.
+        ``shortcut__m`` (share in the named region; the corners for ``"auto"``), ``grid__m``
+        (``g x g`` float32 shares of attribution per patch, summing to 1; 3D maps summed over
+        depth) and, with masks, ``loc__m__<metric>``.
     """
     import torch
 
     from ..quality import localisation, shortcut_mass
+    from ..quality.regions import region_mask
+    from ..quality.shortcut_discovery import attribution_grid
 
     out: dict[str, np.ndarray] = {"indices": np.asarray(indices, dtype=np.int64)}
     t0 = time.perf_counter()
@@ -199,11 +216,23 @@ def compute_batch(
         out["has_mask"] = has_mask
         out["mask_fraction"] = flat.mean(axis=1).astype(np.float32)
     n = len(indices)
+    # The per-image shortcut region ("auto" keeps the corners' share for the case review).
+    named = task.shortcut_region
+    if isinstance(named, str) and named == "auto":
+        named = "corners"
+    region = region_mask(
+        named,
+        images.shape[2:],
+        border=task.shortcut_border,
+        corner=task.shortcut_corner,
+        rows=np.asarray(indices),
+    )
     for spec in task.methods:
         m = spec.name
         sel = task.rows_for(m, np.asarray(indices))
         out[f"rows__{m}"] = np.asarray(indices, dtype=np.int64)[sel]
         shares = np.full(n, np.nan, dtype=np.float32)
+        grid = np.full((n, task.shortcut_grid, task.shortcut_grid), np.nan, dtype=np.float32)
         loc_cols = {metric: np.full(n, np.nan, dtype=np.float32) for metric in LOCALISATION_METRICS}
         t0 = time.perf_counter()
         if sel.any():
@@ -216,13 +245,20 @@ def compute_batch(
         out[f"scale__{m}"] = scale
         if sel.any():
             shares[sel] = shortcut_mass(
-                maps, task.shortcut_region, normalise=task.shortcut_normalise
+                maps,
+                region if region.ndim == maps.ndim - 1 else region[sel],
+                normalise=task.shortcut_normalise,
             )
+            cells = attribution_grid(maps, task.shortcut_grid, task.shortcut_normalise)
+            if cells.shape[1:] != grid.shape[1:]:  # images smaller than the grid
+                grid = np.full((n, *cells.shape[1:]), np.nan, dtype=np.float32)
+            grid[sel] = cells
             if task.localisation and has_mask is not None and (has_mask & sel).any():
                 loc = localisation(maps, masks[sel], top_k=task.top_k, n_boot=1).per_image  # type: ignore[index]
                 for metric in LOCALISATION_METRICS:
                     loc_cols[metric][sel] = loc[metric].to_numpy(np.float32)
         out[f"shortcut__{m}"] = shares
+        out[f"grid__{m}"] = grid
         if task.localisation and has_mask is not None:
             for metric in LOCALISATION_METRICS:
                 out[f"loc__{m}__{metric}"] = loc_cols[metric]

@@ -109,7 +109,27 @@ class QualityConfig:
     """Explanation-trust checks.
 
     Perturbation checks (deletion/insertion, sanity) run on a bounded, seeded sample
-    stratified by label and predicted class; shortcut mass and localisation use every image.
+    stratified by label and predicted class; shortcut discovery and localisation use every
+    image.
+
+    Shortcut settings
+    -----------------
+    shortcut_region : str, number, box, mask or .npy path, default "auto"
+        ``"auto"``: search the whole image, patch by patch, for where one subgroup's positive
+        predictions put unusual attribution (:mod:`xai_audit.quality.shortcut_discovery`).
+        Or test one region: ``"corners"``, ``"border"``, ``"border_corners"``, a border
+        width in (0, 0.5), a box ``[x0, y0, x1, y1]`` in pixels, a boolean mask ``H x W``
+        (shared) or ``N x H x W`` (one per image), or the path of a ``.npy`` mask.
+    shortcut_border, shortcut_corner : float, default 0.08, 0.15
+        Widths of the named regions, fractions of the side.
+    shortcut_grid : int, default 16
+        Patches per side for ``"auto"``.
+    shortcut_sample_size : int, default 64
+        Images per edit sample of the causal confirmation (erase / paste), seeded.
+    shortcut_min_score_change : float, default 0.05
+        Smallest mean score change of an edit that confirms a shortcut.
+    shortcut_intersections : bool, default False
+        Also search pairwise intersections of the attributes.
     """
 
     faithfulness: bool = True
@@ -119,7 +139,12 @@ class QualityConfig:
     sample_size: int = 64
     sanity_sample_size: int = 16
     n_steps: int = 20
-    shortcut_region: str = "corners"
+    shortcut_region: Any = "auto"
+    shortcut_border: float = 0.08
+    shortcut_corner: float = 0.15
+    shortcut_grid: int = 16
+    shortcut_sample_size: int = 64
+    shortcut_min_score_change: float = 0.05
     shortcut_intersections: bool = False
 
 
@@ -252,6 +277,9 @@ def parse_config(
     cfg.output_dir = resolve(cfg.output_dir) or cfg.output_dir
     cfg.report_path = resolve(cfg.report_path)
     cfg.model.weights = resolve(cfg.model.weights)
+    region = cfg.quality.shortcut_region
+    if isinstance(region, str) and region.lower().endswith(".npy"):
+        cfg.quality.shortcut_region = resolve(region)  # a mask file next to the config
     if cfg.model.loader.endswith((".pt", ".pth", ".ts")) or ".py:" in cfg.model.loader:
         path, _, fn = cfg.model.loader.partition(":")
         cfg.model.loader = resolve(path) + (f":{fn}" if fn else "")  # type: ignore[operator]
@@ -373,6 +401,39 @@ def check_methods(methods: dict[str, dict[str, Any]]) -> list[str]:
     return problems
 
 
+def check_shortcut(
+    q: QualityConfig, image_shape: tuple[int, ...] | None = None, n_images: int | None = None
+) -> list[str]:
+    """Problem messages for the shortcut settings of a :class:`QualityConfig`.
+
+    ``image_shape`` (``(H, W)`` or ``(D, H, W)``) and ``n_images``, when known, let boxes
+    and masks be checked against the data.
+    """
+    from ..quality.regions import check_region
+
+    problems = check_region(
+        q.shortcut_region,
+        border=q.shortcut_border,
+        corner=q.shortcut_corner,
+        image_shape=image_shape,
+        n_images=n_images,
+    )
+    for key, low in (("shortcut_grid", 2), ("shortcut_sample_size", 2)):
+        v = getattr(q, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            problems.append(f"quality.{key} must be an integer >= {low}, got {v!r}")
+    v = q.shortcut_min_score_change
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < float(v) < 1.0:
+        problems.append(
+            f"quality.shortcut_min_score_change must be a score change in (0, 1), got {v!r}"
+        )
+    if not isinstance(q.shortcut_intersections, bool):
+        problems.append(
+            f"quality.shortcut_intersections must be true or false, got {q.shortcut_intersections!r}"
+        )
+    return problems
+
+
 def manifest_columns(path: str) -> list[str] | None:
     """Header of a CSV manifest (None when it cannot be read)."""
     try:
@@ -434,12 +495,7 @@ def validate(cfg: AuditConfig) -> list[str]:
         v = getattr(q, key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
             problems.append(f"quality.{key} must be an integer >= 2, got {v!r}")
-    from ..quality.regions import REGION_NAMES
-
-    if q.shortcut_region not in REGION_NAMES:
-        problems.append(
-            f"quality.shortcut_region {q.shortcut_region!r} is unknown; choose from {sorted(REGION_NAMES)}"
-        )
+    problems += check_shortcut(q)
     unknown_card = sorted(set(cfg.model_card) - set(MODEL_CARD_FIELDS))
     if unknown_card:
         problems.append(

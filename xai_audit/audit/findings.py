@@ -167,44 +167,75 @@ def _carrier_text(key: tuple[str, str], carrier: dict[str, Any], metric: str) ->
 
 
 def shortcut_findings(shortcuts: dict[str, dict[str, Any]], region: str) -> list[dict[str, Any]]:
-    """One finding per flagged group, listing every method that flagged it."""
+    """One finding per group with a shortcut candidate, over every method that found it.
+
+    High when editing the region (erase or paste) moved decisions beyond the controls in at
+    least one method (:mod:`xai_audit.quality.shortcut_causal`); otherwise an ``info`` note
+    of kind ``shortcut_note`` ("attribution differs here but editing the region does not change
+    decisions"), never high or medium. ``region`` is what was searched (for the message).
+    """
     groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for method, sc in shortcuts.items():
-        table = sc.get("table")
-        if table is None or len(table) == 0:
-            continue
-        for row in table[table["flagged"].astype(bool)].to_dict("records"):
-            groups[(row["attribute"], row["group"])].append((method, row))
+        for cand in sc.get("candidates") or []:
+            groups[(cand["attribute"], cand["group"])].append((method, cand))
     findings = []
     for (attribute, group), hits in groups.items():
-        method, row = max(hits, key=lambda h: h[1]["effect"])
+        confirmed = [h for h in hits if h[1].get("confirmed")]
+        method, cand = max(confirmed or hits, key=lambda h: h[1].get("effect") or 0.0)
         names = [m for m, _ in hits]
-        findings.append(
-            {
-                "severity": "high",
-                "kind": "shortcut",
-                "title": f"Shortcut suspected at {_where(attribute, group)}",
-                "message": (
-                    f"Positive predictions at {_where(attribute, group)} put "
-                    f"{row['mean_share']:.0%} of the {method} attribution in {region} vs "
-                    f"{row['rest_mean_share']:.0%} for other positive predictions "
-                    f"(Holm-corrected p={row['p_holm']:.2g}, n={int(row['n'])}; flagged by "
-                    f"{', '.join(names)}). The model may rely on something outside the anatomy "
-                    "(a marker, text, a device) rather than the finding: possible shortcut."
-                ),
-                "where": _where(attribute, group),
-                "evidence": {
-                    "attribute": attribute,
-                    "group": group,
-                    "methods": names,
-                    "mean_share": row["mean_share"],
-                    "rest_mean_share": row["rest_mean_share"],
-                    "effect": row["effect"],
-                    "p_holm": row["p_holm"],
-                    "n": int(row["n"]),
-                },
-            }
+        causal = dict(cand.get("causal") or {})
+        where = _where(attribute, group)
+        box = [int(v) for v in cand["box"]]
+        message = (
+            f"{cand.get('message') or ''} (method {method}; searched: {region}; found by "
+            f"{', '.join(names)}"
+            + (f"; confirmed by {', '.join(m for m, _ in confirmed)}" if confirmed else "")
+            + ")."
         )
+        evidence = {
+            "attribute": attribute,
+            "group": group,
+            "method": method,
+            "methods": names,
+            "box": box,
+            "location": cand.get("location"),
+            "confirmed": bool(confirmed),
+            "status": cand.get("status"),
+            "mean_share": cand.get("mean_share"),
+            "rest_mean_share": cand.get("rest_mean_share"),
+            "effect": cand.get("effect"),
+            "ratio": cand.get("ratio"),
+            "n": int(cand.get("n") or 0),
+            "erase": causal.get("erase_region"),
+            "erase_control": causal.get("erase_elsewhere"),
+            "paste": causal.get("paste_region"),
+            "paste_control": causal.get("paste_elsewhere"),
+            "excess": causal.get("excess"),
+        }
+        if confirmed:
+            findings.append(
+                {
+                    "severity": "high",
+                    "kind": "shortcut",
+                    "title": f"Shortcut suspected at {where}",
+                    "message": message + " The model may rely on something that is not the "
+                    "finding (a marker, text, a device).",
+                    "where": where,
+                    "evidence": evidence,
+                }
+            )
+        else:
+            findings.append(
+                {
+                    "severity": "info",
+                    "kind": "shortcut_note",
+                    "title": f"Attribution differs at {where}, but editing the region does not "
+                    "change decisions",
+                    "message": message,
+                    "where": where,
+                    "evidence": evidence,
+                }
+            )
     return findings
 
 

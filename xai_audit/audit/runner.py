@@ -227,6 +227,7 @@ class Audit:
                 self.model.positive_index  # noqa: B018 - raises for ambiguous multi-class models
             except (ValueError, RuntimeError) as exc:
                 problems.append(f"model: {exc}")
+        problems += self._check_shortcut()
         if problems:
             raise ConfigError(problems, "Audit")
         self.data_warnings = self._data_warnings()
@@ -293,11 +294,26 @@ class Audit:
         notes += patient_conflicts(self.data, [*self.data.label_cols, *self.sensitive])
         return notes
 
+    def _check_shortcut(self) -> list[str]:
+        """Shortcut settings; boxes and masks are checked against the first image's size."""
+        from .config import check_shortcut
+
+        q = self.quality
+        shape = None
+        if not isinstance(q.shortcut_region, (str, Path)) and len(self.data):
+            try:
+                shape = tuple(self.data.load_image(0).shape[1:])
+            except Exception:  # noqa: BLE001 - unreadable images are reported elsewhere
+                shape = None
+        return check_shortcut(q, image_shape=shape, n_images=len(self.data))
+
     # ------------------------------------------------------------------ hashes
     @property
     def task(self) -> BatchTask:
         """The per-batch work (what shapes a shard)."""
         if getattr(self, "_task", None) is None:
+            from ..quality.regions import load_region
+
             q = self.quality
             rows = {
                 m.name: tuple(int(r) for r in self._explain_sample(m.max_images))
@@ -307,7 +323,10 @@ class Audit:
             self._task = BatchTask(
                 methods=self.methods,
                 target=int(self.model.positive_index),
-                shortcut_region=q.shortcut_region,
+                shortcut_region=load_region(q.shortcut_region),
+                shortcut_border=float(q.shortcut_border),
+                shortcut_corner=float(q.shortcut_corner),
+                shortcut_grid=int(q.shortcut_grid),
                 localisation=bool(q.localisation and self.data.mask_col),
                 explain_rows=rows,
             )

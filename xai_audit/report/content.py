@@ -283,28 +283,50 @@ def trust(result: AuditResult) -> dict[str, Any]:
                 ),
             }
         if sc:
-            table = sc.get("table")
-            rows = []
-            if table is not None and len(table):
-                t = table[(table["predicted"] == 1)]
-                rows = _records(
-                    t,
-                    [
-                        "attribute",
-                        "group",
-                        "n",
-                        "mean_share",
-                        "ci_low",
-                        "ci_high",
-                        "rest_mean_share",
-                        "effect",
-                        "p_holm",
-                        "flagged",
-                    ],
-                )
-            entry["shortcuts"] = {"flags": list(sc.get("flags") or []), "rows": rows}
+            entry["shortcuts"] = _shortcut_entry(sc)
         out["methods"].append(entry)
     return out
+
+
+def _shortcut_entry(sc: dict[str, Any]) -> dict[str, Any]:
+    """Section 8's shortcut part: what was searched, candidates with their edits, the table."""
+    table = sc.get("table")
+    rows: list[dict[str, Any]] = []
+    named = table is not None and len(table) and "predicted" in table
+    if table is not None and len(table):
+        if named:
+            t = table[(table["predicted"] == 1)]
+            cols = ["attribute", "group", "n", "mean_share", "ci_low", "ci_high",
+                    "rest_mean_share", "effect", "p_holm", "flagged"]  # fmt: skip
+        else:
+            t = table
+            cols = ["attribute", "group", "n", "n_patches", "where", "mean_share",
+                    "rest_mean_share", "effect", "ratio", "candidate", "reason"]  # fmt: skip
+        rows = _records(t, [c for c in cols if c in t])
+    candidates = []
+    for c in sc.get("candidates") or []:
+        conf = c.get("confirmation")
+        candidates.append(
+            {
+                "where": c.get("where"),
+                "location": c.get("location"),
+                "box": [int(v) for v in c.get("box") or []],
+                "status": c.get("status"),
+                "confirmed": bool(c.get("confirmed")),
+                "message": c.get("message"),
+                "edits": _records(conf) if conf is not None and len(conf) else [],
+            }
+        )
+    return {
+        "mode": sc.get("mode", "region"),
+        "searched": sc.get("searched", ""),
+        "not_searched": list(sc.get("not_searched") or []),
+        "flags": list(sc.get("flags") or []),
+        "notes": list(sc.get("notes") or []),
+        "rows": rows,
+        "candidates": candidates,
+        "rule": (sc.get("params") or {}).get("test", ""),
+    }
 
 
 def limitations(result: AuditResult) -> list[str]:
@@ -386,6 +408,7 @@ def build_figures(result: AuditResult, data: dict[str, Any], thumb: int = 72) ->
         "faithfulness": {},
         "sanity": {},
         "shortcut": {},
+        "shortcut_regions": {},
         "mean_maps": {},
         "cases": {},
     }
@@ -413,6 +436,12 @@ def build_figures(result: AuditResult, data: dict[str, Any], thumb: int = 72) ->
         sc = (q.get("shortcuts") or {}).get(m)
         if sc:
             figs["shortcut"][m] = F.shortcut_figure(sc.get("table"), region, pos_label)
+            figs["shortcut_regions"][m] = [
+                F.shortcut_region_tiles(c["exemplars"], c["exemplar_box"])
+                if c.get("exemplars") is not None and c.get("exemplar_box") is not None
+                else None
+                for c in sc.get("candidates") or []
+            ]
         mm = result.mean_maps.get(m) or {}
         figs["mean_maps"][m] = {o: F.mean_map_tile(np.asarray(mm[o])) for o in OUTCOMES if o in mm}
     ex = result.exemplars

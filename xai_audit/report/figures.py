@@ -168,7 +168,7 @@ def shortcut_figure(
     """Mean share of attribution in the shortcut region per group (positive predictions)."""
     import matplotlib.pyplot as plt
 
-    if table is None or table.empty:
+    if table is None or table.empty or "predicted" not in table:  # "auto": no named region
         return None
     sub = table[(table["predicted"] == 1) & ~table["attribute"].str.contains(" × ")]
     if sub.empty:
@@ -192,6 +192,26 @@ def shortcut_figure(
     return fig_to_uri(fig)
 
 
+def shortcut_region_tiles(thumbs: np.ndarray, box: Any) -> str | None:
+    """Exemplar thumbnails of a flagged group with the shortcut region's box drawn in red."""
+    thumbs = np.asarray(thumbs, dtype=np.float32)
+    if thumbs.ndim != 3 or not len(thumbs):
+        return None
+    h, w = thumbs.shape[1:]
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    x0, y0 = min(max(0, x0), w - 1), min(max(0, y0), h - 1)
+    x1, y1 = min(max(x0 + 1, x1), w), min(max(y0 + 1, y1), h)
+    red = np.array([220, 40, 40], dtype=np.uint8)
+    gap = np.full((h, 4, 3), 255, dtype=np.uint8)
+    parts = []
+    for t in thumbs:
+        rgb = (np.repeat(_unit(t)[..., None], 3, axis=2) * 255).astype(np.uint8)
+        rgb[y0, x0:x1] = rgb[y1 - 1, x0:x1] = red  # box outline, 1 px
+        rgb[y0:y1, x0] = rgb[y0:y1, x1 - 1] = red
+        parts += [rgb, gap]
+    return array_to_uri(np.concatenate(parts[:-1], axis=1))
+
+
 def mean_map_tile(m: np.ndarray) -> str:
     """A mean attribution map as a small heat-map PNG."""
     rgb = (colormaps["magma"](_unit(np.clip(m, 0, None)))[..., :3] * 255).astype(np.uint8)
@@ -207,6 +227,7 @@ def figure_inventory(_: Any = None) -> list[str]:  # pragma: no cover - document
         "faithfulness",
         "sanity",
         "shortcut",
+        "shortcut_regions",
         "mean_maps",
         "gallery",
     ]
