@@ -305,7 +305,15 @@ def quality_section(
             out["faithfulness"][m] = store.checkpoint(
                 f"faithfulness-{m}",
                 # what the check depends on beyond the shards (which carry model, data, task)
-                {"spec": spec, "n_steps": q.n_steps, "rows": m_sample, "seed": seed, "ci": ci},
+                {
+                    "spec": spec,
+                    "n_steps": q.n_steps,
+                    "rows": m_sample,
+                    "seed": seed,
+                    "ci": ci,
+                    "reference": q.faithfulness_reference,
+                    "rule": FAITHFULNESS_VERSION,
+                },
                 lambda m=m, m_sample=m_sample, m_images=m_images: _faithfulness(
                     model,
                     m_images,
@@ -314,6 +322,8 @@ def quality_section(
                     q.n_steps,
                     seed,
                     ci,
+                    reference=q.faithfulness_reference,
+                    threshold=_decision_threshold(pred),
                 ),
             )
         if q.sanity and images is not None and len(sanity_rows):
@@ -387,6 +397,24 @@ def _shortcuts(
         }
 
 
+#: Bumped when the faithfulness verdict changes, so checkpoints of an older rule are redone.
+FAITHFULNESS_VERSION = "verdict-1"
+
+
+def _decision_threshold(pred: pd.DataFrame) -> float | None:
+    """The audit's threshold on the positive score, recovered from its predictions.
+
+    It lies between the highest score predicted negative and the lowest predicted positive;
+    the midpoint decides for scores (of deletion references) that fall in that gap.
+    """
+    score, positive = pred["score"].to_numpy(np.float64), pred["predicted"].to_numpy() == 1
+    low = score[~positive].max() if (~positive).any() else None
+    high = score[positive].min() if positive.any() else None
+    if low is None or high is None:
+        return high if low is None else float(np.nextafter(low, np.inf))
+    return float((low + high) / 2)
+
+
 def _faithfulness(
     model: ModelAdapter,
     images: np.ndarray,
@@ -395,8 +423,17 @@ def _faithfulness(
     n_steps: int,
     seed: int,
     ci: float,
+    *,
+    reference: str = "road",
+    threshold: float | None = None,
 ) -> dict[str, Any]:
+    """Deletion curves and the verdict (:func:`xai_audit.quality.faithfulness_verdict`).
+
+    With the imputing ``"road"`` reference only deletion is computed: the verdict reads the
+    deletion curve, and insertion would impute most of the image at its early steps.
+    """
     from ..quality import deletion_insertion
+    from ..quality.faithfulness import IMPUTING
 
     fr = deletion_insertion(
         model,
@@ -404,9 +441,12 @@ def _faithfulness(
         maps,
         targets=target,
         n_steps=n_steps,
+        modes=("deletion",) if reference in IMPUTING else ("deletion", "insertion"),
         orders=("morf",),
         random_state=seed,
         ci=ci,
+        replacement=reference,
+        threshold=threshold,
     )
     curves = pd.DataFrame(
         [

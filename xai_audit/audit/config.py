@@ -130,6 +130,14 @@ class QualityConfig:
         Smallest mean score change of an edit that confirms a shortcut.
     shortcut_intersections : bool, default False
         Also search pairwise intersections of the attributes.
+
+    Faithfulness settings
+    ---------------------
+    faithfulness_reference : {"road", "blur", "mean", "zeros"}, default "road"
+        What deleted pixels are replaced with (:func:`xai_audit.quality.deletion_insertion`):
+        ``"road"`` imputes them from their neighbours (noisy linear imputation, Rong et al.
+        2022), which keeps the images in distribution; a blur can itself be read as a finding
+        by the model (the verdict is then inconclusive).
     """
 
     faithfulness: bool = True
@@ -139,6 +147,7 @@ class QualityConfig:
     sample_size: int = 64
     sanity_sample_size: int = 16
     n_steps: int = 20
+    faithfulness_reference: str = "road"
     shortcut_region: Any = "auto"
     shortcut_border: float = 0.08
     shortcut_corner: float = 0.15
@@ -495,6 +504,11 @@ def validate(cfg: AuditConfig) -> list[str]:
         v = getattr(q, key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
             problems.append(f"quality.{key} must be an integer >= 2, got {v!r}")
+    if q.faithfulness_reference not in ("road", "blur", "mean", "zeros"):
+        problems.append(
+            "quality.faithfulness_reference must be 'road', 'blur', 'mean' or 'zeros', got "
+            f"{q.faithfulness_reference!r}"
+        )
     problems += check_shortcut(q)
     unknown_card = sorted(set(cfg.model_card) - set(MODEL_CARD_FIELDS))
     if unknown_card:

@@ -296,20 +296,49 @@ def trust_findings(quality: dict[str, Any]) -> list[dict[str, Any]]:
             )
     for method, faith in (quality.get("faithfulness") or {}).items():
         head = (faith or {}).get("headline") or {}
-        if head and not head.get("better_than_random", True):
+        verdict = head.get("verdict")  # pass / fail / inconclusive (quality/faithfulness.py)
+        if verdict not in ("fail", "inconclusive"):
+            continue  # pass, or a result saved before verdicts existed
+        evidence = {
+            k: head.get(k)
+            for k in (
+                "verdict",
+                "early_advantage",
+                "early_ci_low",
+                "early_ci_high",
+                "early_fraction",
+                "n_judged",
+                "reference",
+                "reference_score",
+                "original_score",
+                "reference_predicted_share",
+                "rule",
+            )
+        }
+        ref = (
+            f" Reference: {head.get('reference')}, mean score {_num(head.get('reference_score'))}"
+            f" vs {_num(head.get('original_score'))} on the images."
+        )
+        if verdict == "fail":
             out.append(
                 {
                     "severity": "medium",
                     "kind": "faithfulness",
                     "title": f"{method} maps are not clearly more faithful than random",
-                    "message": (
-                        f"Deleting the pixels {method} ranks highest lowers the score no faster "
-                        f"than deleting random pixels (advantage {_num(head.get('advantage'))}, "
-                        f"95% CI {_num(head.get('ci_low'))} to {_num(head.get('ci_high'))}, "
-                        f"n={head.get('n')})."
-                    ),
+                    "message": f"{head.get('reason', '')}{ref} Rule: {head.get('rule', '')}",
                     "where": method,
-                    "evidence": {k: head.get(k) for k in ("advantage", "ci_low", "ci_high", "n")},
+                    "evidence": evidence,
+                }
+            )
+        else:
+            out.append(
+                {
+                    "severity": "info",
+                    "kind": "faithfulness_note",
+                    "title": f"Faithfulness of {method} maps could not be judged",
+                    "message": f"{head.get('reason', '')}{ref} Rule: {head.get('rule', '')}",
+                    "where": method,
+                    "evidence": evidence,
                 }
             )
     for method, loc in (quality.get("localisation") or {}).items():

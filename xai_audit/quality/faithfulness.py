@@ -715,6 +715,7 @@ def deletion_insertion(
     # Early window: curve points with 0 < fraction <= early_fraction (at least the first).
     early = np.flatnonzero((fractions > 0) & (fractions <= early_fraction + 1e-9))
     early = early if len(early) else np.array([1])
+    early_used = float(fractions[early].max())  # what the rule text states
     rows = []
     summary_rows = []
     for mode in modes:
@@ -781,7 +782,7 @@ def deletion_insertion(
         s_base,
         judged,
         _predicted_as(p_base, tgt, threshold),
-        early_fraction=early_fraction,
+        early_fraction=early_used,
         min_advantage=min_advantage,
         min_reference_drop=min_reference_drop,
         min_images=min_images,

@@ -254,6 +254,9 @@ def trust(result: AuditResult) -> dict[str, Any]:
                         "ci_low",
                         "ci_high",
                         "better_than_random",
+                        "early_advantage",
+                        "early_ci_low",
+                        "early_ci_high",
                     ],
                 ),
                 "headline": {
