@@ -298,6 +298,16 @@ def range_intervals(
     reps = np.asarray(group_replicates, dtype=_F)
     obs = np.asarray(observed, dtype=_F)
     n_boot, n_groups, n_metrics = reps.shape
+    # Bound the (resamples, pairs, metrics) temporaries (about 32 MiB each): with many groups
+    # (50 cells: 1,225 pairs) take the metrics a few at a time.
+    per_metric = max(1, n_boot * n_groups * (n_groups - 1) // 2 * 8)
+    step = int(max(1, 2**25 // per_metric))
+    if n_metrics > step:
+        parts = [
+            range_intervals(reps[:, :, m : m + step], obs[:, m : m + step], ci)
+            for m in range(0, n_metrics, step)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     nan = np.full(n_metrics, np.nan)
     if n_groups < 2 or n_boot < 2:
         return nan, nan.copy()
@@ -313,14 +323,18 @@ def range_intervals(
     d_star = reps[:, j] - reps[:, k]  # (B, P, M); NaN where a group is undefined
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        se = np.nanstd(d_star, axis=0, ddof=1)
+        dense = not np.isnan(d_star).any()  # the usual case: skip the NaN-aware (slow) paths
+        se = np.std(d_star, axis=0, ddof=1) if dense else np.nanstd(d_star, axis=0, ddof=1)
         se = np.where(np.isfinite(se), se, 0.0)
-        dev = np.abs(d_star - d_hat)
+        dev = np.abs(d_star - d_hat, out=d_star)  # d_star is not needed any more
         t_star = np.divide(dev, se, out=np.where(np.isnan(dev), np.nan, 0.0), where=se > 0)
         size = np.abs(d_hat)  # NaN for pairs outside the candidates
 
         def crit(keep: np.ndarray, level: float) -> np.ndarray:
-            worst = np.nanmax(np.where(keep, t_star, np.nan), axis=1)  # (B, M)
+            if dense and keep.all():
+                worst = t_star.max(axis=1)  # (B, M)
+            else:
+                worst = np.nanmax(np.where(keep, t_star, np.nan), axis=1)
             c = nan_quantiles(worst, [level])[0]
             return np.where(np.isfinite(c), c, 0.0)
 
