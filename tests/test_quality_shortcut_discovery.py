@@ -367,3 +367,24 @@ def test_a_mask_region_runs_and_is_hashed_by_its_bytes(data, tmp_path):
     assert sc["mode"] == "region" and "user-given region" in sc["searched"]
     assert result.quality["per_image"]["shortcut__gradcam"].notna().all()
     assert result.quality["region"]["area_share"] == pytest.approx(4 / 32)
+
+
+def test_searched_summary_says_what_was_and_was_not_searched():
+    from xai_audit.quality.shortcut_analysis import searched_summary
+
+    maps, attrs, pred = _maps(seed=6, n=80)
+    attrs["rare"] = np.where(np.arange(80) < 6, "yes", "no")
+    out = analyse_shortcuts(
+        region="auto",
+        attributes=attrs,
+        predicted=pred,
+        image_shape=(SIZE, SIZE),
+        grids=attribution_grid(maps),
+    )
+    assert out["candidates"] == [] and out["flags"] == []
+    text = searched_summary({"gradcam": out, "ig": {"searched": "", "not_searched": ["x"]}})
+    assert text.startswith("gradcam: searched the whole image in 16x16 patches")
+    assert "Not searched (too few positive predictions): " in text
+    assert "rare=yes (3 positive predictions)" in text
+    assert "rare=no (40 positive predictions; 3 in the rest)" in text
+    assert "ig: shortcut analysis skipped (x)." in text

@@ -354,3 +354,23 @@ def _message(c: dict[str, Any]) -> str:
         + "; ".join(parts)
         + ")."
     )
+
+
+def searched_summary(shortcuts: dict[str, dict[str, Any]]) -> str:
+    """One sentence per method on what the shortcut analysis searched and could not.
+
+    For the report's "Nothing flagged" finding: "no suspected shortcut" is only ever said of
+    what was searched.
+    """
+    parts = []
+    for method, sc in shortcuts.items():
+        searched = str(sc.get("searched") or "").rstrip(".")
+        missing = list(sc.get("not_searched") or [])
+        if not searched:
+            parts.append(f"{method}: shortcut analysis skipped ({'; '.join(missing) or 'n/a'}).")
+            continue
+        text = f"{method}: searched {searched}."
+        if missing:
+            text += f" Not searched (too few positive predictions): {'; '.join(missing)}."
+        parts.append(text)
+    return " ".join(parts)

@@ -266,8 +266,10 @@ def discover_regions(
     for grp in iter_groups(attributes, columns, intersections=intersections):
         inside, rest = grp.mask & pos, ~grp.mask & pos
         if inside.sum() < min_group_size or rest.sum() < min_group_size:
+            rest_note = f"; {int(rest.sum())} in the rest" if rest.sum() < min_group_size else ""
             not_searched.append(
-                f"{_where(grp.attribute, grp.group)} ({int(inside.sum())} positive predictions)"
+                f"{_where(grp.attribute, grp.group)} ({int(inside.sum())} positive "
+                f"predictions{rest_note})"
             )
             continue
         tested.append((grp, inside, rest))
@@ -342,8 +344,8 @@ def discover_regions(
             )
             if eff < min_effect or r < min_ratio:
                 row["reason"] = (
-                    f"excess too small ({eff:.1%} of attribution, ratio {r:.2g}; floors "
-                    f"{min_effect:.0%} and {min_ratio:g}x): a diffuse difference"
+                    f"excess below the floors ({eff:.1%} of attribution, ratio {r:.2g}; "
+                    f"needs {min_effect:.0%} and {min_ratio:g}x)"
                 )
             elif area > max_area:
                 row["reason"] = (
