@@ -94,9 +94,10 @@ RULES = f"""\
 * Every injected effect is measured on the held-out set at the audit's threshold and classed
   *clear* (the audit's rule should find it: gap > tolerance + {POWER_Z} x the gap's standard
   error at the audit set's group sizes, about 80% power), *weak* (beyond the tolerance
-  {TOLERANCE} but not clear) or *not materialised* (within the tolerance). Disparity and
-  intersection: sensitivity of the group vs overall. Blur: the worst of sensitivity,
-  specificity and AUROC at the site vs overall. Shortcut: share of decisions flipped by pasting
+  {TOLERANCE} but not clear) or *not materialised* (within the tolerance). Disparity,
+  intersection and blur: the worst of sensitivity, specificity and AUROC (the metrics a default
+  audit flags) of the group vs overall; fainter lesions usually cost sensitivity, but a model
+  may instead shift all its scores for the group. Shortcut: share of decisions flipped by pasting
   the token on the site's clean negatives or erasing it from its marked positives (clear >=
   {SHORTCUT_FLIPS[1]:.0%}, weak >= {SHORTCUT_FLIPS[0]:.0%}).
 * **found**: a high finding of the right kind for the right group (shortcut: naming the site,
@@ -106,7 +107,8 @@ RULES = f"""\
 * Every other high or medium finding is checked against the held-out truth: a disparity
   finding whose group's true gap (any flagged metric, vs overall or vs the best group) exceeds
   the tolerance is a **true other** finding (an effect that emerged, not a false flag);
-  single-group findings for the components of an injected intersection are **misattributed**;
+  single-group findings for the components of an injected intersection are **misattributed**
+  unless that group also has a true gap beyond the tolerance without the cell's images;
   a shortcut finding at the right site whose box misses the token is **mislocated** (and the
   effect is missed); sanity, faithfulness and localisation findings are false when captum's
   Grad-CAM, re-measured on held-out images, passes that check; everything else is a **false
@@ -383,13 +385,21 @@ def group_truth(meta: pd.DataFrame, score: np.ndarray, threshold: float) -> dict
 
 
 def true_harm(
-    meta: pd.DataFrame, score: np.ndarray, threshold: float, comps: frozenset[tuple[str, str]]
+    meta: pd.DataFrame,
+    score: np.ndarray,
+    threshold: float,
+    comps: frozenset[tuple[str, str]],
+    exclude: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """How much worse a group truly is, per flag metric: max(vs overall, vs best peer group).
 
     ``comps`` = {(attribute, group), ...}; peers are all groups of the same attributes.
-    Computed on the held-out set, for any combination the audit may name.
+    Computed on the held-out set, for any combination the audit may name; ``exclude`` drops
+    the images of one cell first (does the group have a gap of its own, outside that cell?).
     """
+    if exclude:
+        keep = ~_mask_of(meta, exclude)
+        meta, score = meta[keep].reset_index(drop=True), score[keep]
     cols = sorted({a for a, _ in comps}, key=lambda a: ATTRIBUTES.index(a))
     if any(c not in meta.columns for c in cols):
         return {}
@@ -455,21 +465,29 @@ def _mask_of(meta: pd.DataFrame, conditions: dict[str, str]) -> np.ndarray:
 def verify_disparity(
     scn: Scenario, held: Any, score: np.ndarray, thr: float, truth: dict, settings: Settings
 ) -> dict[str, Any]:
-    """Sensitivity of the faint group vs overall; for an intersection, its neighbours too."""
+    """The faint group vs overall; for an intersection, its neighbouring cells too.
+
+    Fainter lesions lower sensitivity at a fixed threshold, but a model may instead shift its
+    scores for the whole group (e.g. a group whose images also differ in noise), which shows
+    as lower specificity or AUROC: the worst of the flagged metrics decides, as for the audit.
+    """
     cond = scn.expected["conditions"]
     meta = held.metadata
     attribute, group = _key(cond)
     row = truth["groups"][f"{attribute}={group}"]
-    gap = truth["overall"]["sensitivity"] - row["sensitivity"]
+    gaps = {m: truth["overall"][m] - row[m] for m in FLAG_METRICS}
+    worst = max(gaps, key=lambda m: gaps[m] if np.isfinite(gaps[m]) else -1.0)
     rng = np.random.default_rng(scn.data_seeds["heldout"])
-    se = _gap_se(meta, score, thr, _mask_of(meta, cond), "sensitivity", settings.n_audit, rng)
+    se = _gap_se(meta, score, thr, _mask_of(meta, cond), worst, settings.n_audit, rng)
     out = {
         "group": _where(cond),
         "sensitivity_group": row["sensitivity"],
         "sensitivity_overall": truth["overall"]["sensitivity"],
-        "gap": gap,
+        "gaps": gaps,
+        "metric": worst,
+        "gap": gaps[worst],
         "gap_se_at_audit_size": se,
-        "status": classify_gap(gap, se),
+        "status": classify_gap(gaps[worst], se),
     }
     if len(cond) > 1:
         # The single groups are affected only through the cell: their other cells are not.
@@ -693,11 +711,12 @@ def score_run(
     scn: Scenario,
     findings: list[dict],
     ver: dict[str, Any],
-    harm: Callable[[frozenset[tuple[str, str]]], dict[str, float]],
+    harm: Callable[..., dict[str, float]],
 ) -> dict[str, Any]:
     """Match the audit's findings against the injected effect and the held-out truth.
 
-    ``harm(components)`` gives a group's true gap per metric on the held-out set.
+    ``harm(components, exclude=None)`` gives a group's true gap per metric on the held-out
+    set (without the images of the cell ``exclude``).
     """
     flagged = [f for f in findings if f.get("severity") in ("high", "medium")]
     exp = scn.expected
@@ -769,7 +788,13 @@ def score_run(
                 and len(comps) == 1
                 and next(iter(comps)) in exp["conditions"].items()
             ):
-                misattributed.append(entry)
+                # Carried by the injected cell unless the group has a gap outside it too.
+                own = harm(comps, exclude=exp["conditions"])
+                entry["true_gap_outside_cell"] = own
+                if own and max(own.values()) > TOLERANCE:
+                    true_other.append(entry)
+                else:
+                    misattributed.append(entry)
                 continue
             gap = harm(comps)
             entry["true_gap"] = gap
@@ -912,7 +937,10 @@ def run_one(name: str, seed: int, settings: Settings) -> dict[str, Any]:
         record["verification"] = ver
         hmeta = held.metadata
         record["score"] = score_run(
-            scn, findings, ver, lambda comps: true_harm(hmeta, held_score, thr, comps)
+            scn,
+            findings,
+            ver,
+            lambda comps, exclude=None: true_harm(hmeta, held_score, thr, comps, exclude),
         )
     except Exception as exc:  # noqa: BLE001 - one broken run must not stop the suite
         record["valid"] = False
@@ -970,6 +998,12 @@ def _effect_text(r: dict[str, Any]) -> str:
             f"paste flips {_fmt(eff['paste_flip_share'])} of clean negatives "
             f"(score {eff['paste_mean_score_change']:+.2f}), erase flips "
             f"{_fmt(eff['erase_flip_share'])}; box {eff['box']}: {eff['status']}"
+        )
+    if "sensitivity_group" in eff:
+        return (
+            f"sens {_fmt(eff['sensitivity_group'])} vs {_fmt(eff['sensitivity_overall'])} "
+            f"overall; worst gap {eff['metric']} {_fmt(eff['gap'])} "
+            f"(SE {_fmt(eff['gap_se_at_audit_size'])}): {eff['status']}"
         )
     if "gaps" in eff:
         return (
