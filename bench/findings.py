@@ -980,6 +980,8 @@ def summarise(records: list[dict[str, Any]]) -> pd.DataFrame:
         total = df.drop(columns=["scenario"]).sum(numeric_only=True)
         total["s_per_run"] = float(np.mean([r["seconds"] for r in records]))
         df = pd.concat([df, pd.DataFrame([{"scenario": "total", **total.to_dict()}])])
+        counts = [c for c in df.columns if c not in ("scenario", "s_per_run")]
+        df[counts] = df[counts].astype(int)
     return df.reset_index(drop=True)
 
 
