@@ -1078,6 +1078,7 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['jobs']} job(s)",
         f"* wall time: {meta['wall_s'] / 60:.1f} min for {len(records)} runs "
         f"({np.mean([r['seconds'] for r in records]):.0f} s per run on average)",
+        "* mean time per run: " + _split_times(records),
         f"* settings: {meta['settings']}",
         f"* seeds: {meta['seeds']}",
         "",
@@ -1116,6 +1117,20 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         )
     lines += ["", "## Scoring rules", "", RULES]
     return "\n".join(lines) + "\n"
+
+
+def _split_times(records: list[dict[str, Any]]) -> str:
+    def mean(section: str) -> float:
+        vals = [(r.get(section) or {}).get("seconds") for r in records]
+        vals = [v for v in vals if v is not None]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    parts = {k: mean(k) for k in ("train", "audit", "verification")}
+    rest = float(np.mean([r["seconds"] for r in records])) - sum(parts.values())
+    return (
+        f"training {parts['train']:.0f} s, audit {parts['audit']:.0f} s, verification "
+        f"{parts['verification']:.0f} s, data generation and the rest {rest:.0f} s"
+    )
 
 
 def _table(df: pd.DataFrame) -> str:
