@@ -31,6 +31,13 @@ def test_demo_key_findings_show_both_injected_effects(tmp_path: Path) -> None:
     assert shortcut
     html = report.read_text()
     assert "age_group=65+" in html and "Shortcut suspected at site=C" in html
+    # Sanity check over the whole cascade (Adebayo et al., 2018): Grad-CAM and integrated
+    # gradients are model-sensitive (signed maps decorrelate within the top of the cascade)
+    # and pass; neither is flagged. (Guided Backprop fails: tests/test_quality_sanity.py.)
+    sanity = result.quality["sanity"]
+    assert sanity["gradcam"]["passed"] and sanity["integrated_gradients"]["passed"]
+    assert not [f for f in result.findings if f["kind"] == "sanity"]
+    assert "top half of the cascade" in html
 
 
 def test_control_data_flag_nothing(tmp_path: Path) -> None:
