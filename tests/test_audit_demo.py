@@ -44,6 +44,16 @@ def test_control_data_flag_nothing(tmp_path: Path) -> None:
     from xai_audit.audit import AuditResult
     from xai_audit.demo import run_demo
 
-    run_demo(tmp_path / "control", tmp_path / "control.html", None, None, True, 200)
+    # The data and the result live in separate folders (the result folder is xai_audit's own).
+    run_demo(tmp_path / "control_data", tmp_path / "control.html", None, None, True, 200)
     result = AuditResult.load(tmp_path / "control")
     assert not [f for f in result.findings if f["kind"] in ("disparity", "shortcut")]
+    # Nothing about the data may be flagged; the only admissible high/medium finding is about
+    # integrated gradients itself (its maps are measured unfaithful on this model, on any data).
+    flagged = [f for f in result.findings if f["severity"] in ("high", "medium")]
+    assert all(f["where"] == "integrated_gradients" for f in flagged), flagged
+    coverage = [f for f in result.findings if f["kind"] == "coverage"]
+    assert len(coverage) == 1
+    checks = {c["check"]: c for c in coverage[0]["evidence"]["checks"]}
+    assert checks["shortcuts"]["ran"] and "searched" in checks["shortcuts"]["detail"]
+    assert not checks["unrecorded factors"]["ran"]

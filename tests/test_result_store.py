@@ -402,3 +402,23 @@ def test_second_run_into_a_locked_folder_fails_and_a_dead_holder_is_taken_over(
             assert json.loads((out / LOCK_INFO_FILE).read_text())["pid"] != holder.pid
     assert f"pid {holder.pid}" in caplog.text and "is gone" in caplog.text
     assert not (out / LOCK_INFO_FILE).exists()
+
+
+def test_result_folder_of_an_earlier_version_is_claimed(tmp_path: Path) -> None:
+    """A pre-marker result folder (its run_state.json has xai_audit's keys) is ours; a folder
+    whose run_state.json is someone else's file is not."""
+    from xai_audit.audit.store import MARKER_FILE, claim_folder
+
+    old = tmp_path / "old_result"
+    old.mkdir()
+    state = {"model_hash": "a", "data_hash": "b", "task_hash": "c", "xai_audit": "0.1.0"}
+    (old / "run_state.json").write_text(json.dumps(state))
+    claim_folder(old)
+    assert (old / MARKER_FILE).is_file()
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "run_state.json").write_text(json.dumps({"model_hash": "a"}))
+    with pytest.raises(NotOwnedError, match="not empty"):
+        claim_folder(foreign)
+    assert not (foreign / MARKER_FILE).exists()

@@ -76,7 +76,9 @@ def disparity_findings(
             leaders.append(key)
             continue
         parents = [
-            c for c in _components(*key) if c in singles and flagged_metrics[c] & flagged_metrics[key]
+            c
+            for c in _components(*key)
+            if c in singles and flagged_metrics[c] & flagged_metrics[key]
         ]
         # A component that is a finding itself (a main effect) first, then explained ones.
         parents = [lead(c) for c in sorted(parents, key=lambda c: c in attribution.explained_by)]
@@ -444,20 +446,118 @@ def collect_findings(
         + trust_findings(quality)
         + data_findings(subgroup_warnings, data_summary)
     )
+    coverage = check_coverage(quality, data_summary, subgroup_warnings)
     if not any(f["severity"] in ("high", "medium") for f in findings):
         findings.insert(
             0,
             {
                 "severity": "ok",
                 "kind": "summary",
-                "title": "Nothing flagged",
-                "message": "No subgroup disparity beyond the tolerance, no suspected shortcut and "
-                "no failed explanation check was found.",
+                "title": "Nothing flagged in the checks that ran",
+                "message": "No subgroup disparity beyond the tolerance, no confirmed shortcut and "
+                "no failed explanation check was found in what was checked: "
+                + "; ".join(f"{c['check']}: {c['detail']}" for c in coverage if c["ran"])
+                + ". Not checked: "
+                + "; ".join(f"{c['check']}: {c['detail']}" for c in coverage if not c["ran"])
+                + ".",
                 "where": "",
-                "evidence": {},
+                "evidence": {"checks": coverage},
             },
         )
+    findings.append(
+        {
+            "severity": "info",
+            "kind": "coverage",
+            "title": "What was checked, and what was not",
+            "message": " ".join(
+                f"{c['check']} ({'checked' if c['ran'] else 'not checked'}): {c['detail']}."
+                for c in coverage
+            ),
+            "where": "audit",
+            "evidence": {"checks": coverage},
+        }
+    )
     findings.sort(key=lambda f: SEVERITY_ORDER.get(f["severity"], 9))
     for i, f in enumerate(findings, start=1):
         f["id"] = f"F{i}"
     return findings
+
+
+#: Questions a default audit does not answer at all; listed so that "nothing flagged" is never
+#: read as covering them.
+NOT_AUDITED = (
+    (
+        "absolute performance",
+        "whether the model is good enough overall is not judged (AUROC and its CI are "
+        "reported in section 4, with no pass/fail criterion)",
+    ),
+    (
+        "calibration",
+        "ECE and reliability curves are reported per group (section 6) but never flagged",
+    ),
+    (
+        "unrecorded factors",
+        "only the recorded attributes were compared; groups nobody recorded (devices, "
+        "scanners, subtypes) are not searched",
+    ),
+)
+
+
+def check_coverage(
+    quality: dict[str, Any], data_summary: dict[str, Any], subgroup_warnings: list[str]
+) -> list[dict[str, Any]]:
+    """Which checks ran, on what, and which did not (and why).
+
+    "Nothing flagged" may only be said of what was actually checked, so every audit carries
+    this list: one entry per check with ``check``, ``ran`` (bool) and ``detail`` (plain words).
+    """
+    out: list[dict[str, Any]] = []
+    attrs = list(data_summary.get("attributes") or [])
+    n_small = sum(
+        1 for w in subgroup_warnings if any(k in w.lower() for k in ("small", "fewer", "only"))
+    )
+    out.append(
+        {
+            "check": "subgroup performance",
+            "ran": bool(attrs),
+            "detail": (
+                f"groups of {', '.join(attrs)} and their intersections against the tolerance"
+                + (f"; {n_small} group(s) too small or single-class to assess" if n_small else "")
+            )
+            if attrs
+            else "no sensitive attribute was given",
+        }
+    )
+    shortcuts = quality.get("shortcuts") or {}
+    if shortcuts:
+        from ..quality.shortcut_analysis import searched_summary
+
+        out.append({"check": "shortcuts", "ran": True, "detail": searched_summary(shortcuts)})
+    else:
+        out.append({"check": "shortcuts", "ran": False, "detail": "switched off"})
+    for key, name in (("sanity", "sanity check"), ("faithfulness", "faithfulness")):
+        per_method = quality.get(key) or {}
+        if not per_method:
+            out.append({"check": name, "ran": False, "detail": "switched off or no sample"})
+            continue
+        parts = []
+        for method, res in per_method.items():
+            res = res or {}
+            if key == "sanity":
+                parts.append(f"{method} {'passed' if res.get('passed') else 'failed'}")
+            else:
+                head = res.get("headline") or {}
+                parts.append(f"{method} {head.get('verdict') or 'no verdict'}")
+        out.append({"check": name, "ran": True, "detail": ", ".join(parts)})
+    loc = quality.get("localisation") or {}
+    out.append(
+        {
+            "check": "localisation",
+            "ran": bool(loc),
+            "detail": f"{', '.join(loc)} against {data_summary.get('n_with_mask', 0)} lesion masks"
+            if loc
+            else "no lesion masks in the manifest",
+        }
+    )
+    out += [{"check": c, "ran": False, "detail": d} for c, d in NOT_AUDITED]
+    return out

@@ -63,6 +63,21 @@ def shard_name(k: int) -> str:
 
 
 # ------------------------------------------------------------------------------ ownership
+def _written_before_markers(root: Path) -> bool:
+    """True for a result folder of an xai_audit from before the marker file existed.
+
+    Those folders (e.g. ``reports/demo_audit`` of an earlier ``make demo``) hold a
+    ``run_state.json`` with xai_audit's own keys; refusing them would make every existing user
+    pass ``overwrite=True`` once for their own results.
+    """
+    try:
+        state = json.loads((root / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    keys = {"model_hash", "data_hash", "task_hash", "xai_audit"}
+    return isinstance(state, dict) and keys <= set(state)
+
+
 def claim_folder(root: str | Path, *, overwrite: bool = False) -> Path:
     """Make sure xai_audit may write into ``root``; create it (with its marker) if needed.
 
@@ -98,6 +113,12 @@ def claim_folder(root: str | Path, *, overwrite: bool = False) -> Path:
         return root
     own = (LOCK_FILE, LOCK_INFO_FILE)  # a run may lock a folder before claiming it
     entries = sorted(p.name for p in root.iterdir() if p.name not in own) if root.is_dir() else []
+    if entries and not overwrite and _written_before_markers(root):
+        log.warning(
+            "%s is a result folder of an earlier xai_audit (before folder markers); claiming it.",
+            root,
+        )
+        entries = []
     if entries and not overwrite:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise NotOwnedError(
