@@ -57,3 +57,5 @@ def test_control_data_flag_nothing(tmp_path: Path) -> None:
     checks = {c["check"]: c for c in coverage[0]["evidence"]["checks"]}
     assert checks["shortcuts"]["ran"] and "searched" in checks["shortcuts"]["detail"]
     assert not checks["unrecorded factors"]["ran"]
+    html = (tmp_path / "control.html").read_text(encoding="utf-8")
+    assert "<strong>unrecorded factors</strong> (not checked)" in html

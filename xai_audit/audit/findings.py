@@ -532,7 +532,9 @@ def check_coverage(
     if shortcuts:
         from ..quality.shortcut_analysis import searched_summary
 
-        out.append({"check": "shortcuts", "ran": True, "detail": searched_summary(shortcuts)})
+        out.append(
+            {"check": "shortcuts", "ran": True, "detail": searched_summary(shortcuts).rstrip(".")}
+        )
     else:
         out.append({"check": "shortcuts", "ran": False, "detail": "switched off"})
     for key, name in (("sanity", "sanity check"), ("faithfulness", "faithfulness")):
