@@ -145,7 +145,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add(
         "deletion MoRF only, blur, batch_size=32",
         lambda: deletion_insertion(
-            adapter, x, maps, modes=("deletion",), orders=("morf",), batch_size=32,
+            adapter,
+            x,
+            maps,
+            modes=("deletion",),
+            orders=("morf",),
+            batch_size=32,
             replacement="blur",
         ),
         fi,
@@ -153,7 +158,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add(
         "deletion MoRF only, blur, batch_size=512",
         lambda: deletion_insertion(
-            adapter, x, maps, modes=("deletion",), orders=("morf",), batch_size=512,
+            adapter,
+            x,
+            maps,
+            modes=("deletion",),
+            orders=("morf",),
+            batch_size=512,
             replacement="blur",
         ),
         fi,
