@@ -424,3 +424,17 @@ def test_clean_data_gives_no_warning() -> None:
         warnings.simplefilter("error", DataWarning)
         audit = Audit(_model(), _manifest(), sensitive=["sex"], **CHEAP)
     assert audit.data_warnings == []
+
+
+@pytest.mark.parametrize(
+    "quality, fragment",
+    [
+        ({"faithfulness_reference": "gaussian"}, "faithfulness_reference must be 'road'"),
+        ({"sample_size": 1}, r"quality.sample_size must be an integer >= 2"),
+        ({"n_steps": True}, r"quality.n_steps must be an integer >= 2"),
+    ],
+)
+def test_quality_settings_are_checked_when_the_audit_is_built(quality, fragment) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        settings = {**CHEAP, "quality": {**CHEAP["quality"], **quality}}
+        Audit(_model(), _manifest(), sensitive=["sex"], **settings)

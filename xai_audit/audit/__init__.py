@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from .batch import BatchTask, MethodSpec, compute_batch
 from .config import AuditConfig, ConfigError, load_config, run_config
-from .result import AuditResult
+from .result import AuditResult, ResultError
 from .runner import Audit
+from .store import FolderLockedError, NotOwnedError
 
 __all__ = [
     "Audit",
@@ -25,7 +26,10 @@ __all__ = [
     "AuditResult",
     "BatchTask",
     "ConfigError",
+    "FolderLockedError",
     "MethodSpec",
+    "NotOwnedError",
+    "ResultError",
     "compute_batch",
     "load_config",
     "run_config",

@@ -216,6 +216,21 @@ class AuditConfig:
         return sha256_json(self.to_dict())
 
 
+def check_quality_sizes(q: QualityConfig) -> list[str]:
+    """Problems with the perturbation-check settings (sample sizes, steps, reference)."""
+    problems = []
+    for key in ("sample_size", "sanity_sample_size", "n_steps"):
+        v = getattr(q, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+            problems.append(f"quality.{key} must be an integer >= 2, got {v!r}")
+    if q.faithfulness_reference not in ("road", "blur", "mean", "zeros"):
+        problems.append(
+            "quality.faithfulness_reference must be 'road', 'blur', 'mean' or 'zeros', got "
+            f"{q.faithfulness_reference!r}"
+        )
+    return problems
+
+
 # ------------------------------------------------------------------------------ parsing
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
@@ -500,15 +515,7 @@ def validate(cfg: AuditConfig) -> list[str]:
     if not isinstance(cfg.ci, (int, float)) or not 0.5 <= cfg.ci < 1.0:
         problems.append(f"ci must be a confidence level in [0.5, 1), got {cfg.ci!r}")
     q = cfg.quality
-    for key in ("sample_size", "sanity_sample_size", "n_steps"):
-        v = getattr(q, key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 2:
-            problems.append(f"quality.{key} must be an integer >= 2, got {v!r}")
-    if q.faithfulness_reference not in ("road", "blur", "mean", "zeros"):
-        problems.append(
-            "quality.faithfulness_reference must be 'road', 'blur', 'mean' or 'zeros', got "
-            f"{q.faithfulness_reference!r}"
-        )
+    problems += check_quality_sizes(q)
     problems += check_shortcut(q)
     unknown_card = sorted(set(cfg.model_card) - set(MODEL_CARD_FIELDS))
     if unknown_card:

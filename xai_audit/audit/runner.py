@@ -22,6 +22,7 @@ from .batch import BatchTask, MethodSpec, compute_batch
 from .config import (
     QualityConfig,
     check_methods,
+    check_quality_sizes,
     check_threshold,
     check_tolerance,
     normalise_threshold,
@@ -227,6 +228,7 @@ class Audit:
                 self.model.positive_index  # noqa: B018 - raises for ambiguous multi-class models
             except (ValueError, RuntimeError) as exc:
                 problems.append(f"model: {exc}")
+        problems += check_quality_sizes(self.quality)
         problems += self._check_shortcut()
         if problems:
             raise ConfigError(problems, "Audit")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from .arrays import manifest_from_arrays
 from .dicom import manifest_from_dicom, pseudonymize, read_dicom
-from .errors import ManifestError
+from .errors import DataWarning, ManifestError
 from .manifest import Manifest, load_manifest
 from .readers import image_shape, mask_shape, read_image, read_mask
 from .torch_dataset import ImageDataset
 
 __all__ = [
+    "DataWarning",
     "ImageDataset",
     "Manifest",
     "ManifestError",

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 from ._common import METRICS, SubgroupWarning
+from .attribution import attribute_gaps
 from .bootstrap import bootstrap_replicates, make_plan, percentile_interval
 from .calibration import expected_calibration_error, reliability_bins
 from .disparity import Flag
@@ -28,6 +29,7 @@ __all__ = [
     "SubgroupResult",
     "SubgroupWarning",
     "ThresholdChoice",
+    "attribute_gaps",
     "bootstrap_replicates",
     "choose_threshold",
     "evaluate_subgroups",

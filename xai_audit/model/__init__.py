@@ -1,6 +1,6 @@
 """Model wrapping: :class:`ModelAdapter`, target-layer discovery and the demo model."""
 
-from .adapter import ModelAdapter, NonFiniteError
+from .adapter import ModelAdapter, ModelOutputError, NonFiniteError
 from .batching import iter_image_batches
 from .demo import DemoCNN, demo_model_card, load_demo_model, load_demo_network
 from .layers import TargetLayerError, find_target_layer, resolve_layer, vit_reshape_transform
@@ -9,6 +9,7 @@ from .state import eval_mode, preserved_state
 __all__ = [
     "DemoCNN",
     "ModelAdapter",
+    "ModelOutputError",
     "NonFiniteError",
     "TargetLayerError",
     "demo_model_card",

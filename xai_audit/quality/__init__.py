@@ -11,8 +11,15 @@
 - :func:`by_subgroup`: any per-image number by subgroup and intersection, with CIs.
 """
 
-from .faithfulness import FaithfulnessResult, deletion_insertion, make_baseline
+from .faithfulness import (
+    FaithfulnessResult,
+    deletion_insertion,
+    faithfulness_verdict,
+    make_baseline,
+    verdict_rule,
+)
 from .groups import iter_groups
+from .imputation import linear_impute
 from .localisation import LocalisationResult, localisation
 from .regions import (
     border_corners_mask,
@@ -22,7 +29,7 @@ from .regions import (
     corner_mask,
     region_mask,
 )
-from .sanity import SanityResult, edge_detector, sanity_check
+from .sanity import SanityResult, cascade_verdict, edge_detector, label_verdict, sanity_check
 from .shortcut import ShortcutResult, detect_shortcuts, region_fraction, shortcut_mass
 from .shortcut_analysis import analyse_shortcuts
 from .shortcut_causal import ConfirmationResult, confirm_region
@@ -44,6 +51,7 @@ __all__ = [
     "border_mask",
     "boxes_to_masks",
     "by_subgroup",
+    "cascade_verdict",
     "check_region",
     "confirm_region",
     "corner_mask",
@@ -51,12 +59,16 @@ __all__ = [
     "detect_shortcuts",
     "discover_regions",
     "edge_detector",
+    "faithfulness_verdict",
     "holm",
     "iter_groups",
+    "label_verdict",
+    "linear_impute",
     "localisation",
     "make_baseline",
     "region_fraction",
     "region_mask",
     "sanity_check",
+    "verdict_rule",
     "shortcut_mass",
 ]
