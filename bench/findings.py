@@ -897,6 +897,7 @@ def run_one(name: str, seed: int, settings: Settings) -> dict[str, Any]:
         "description": scn.description,
         "expected": scn.expected,
         "data_seeds": scn.data_seeds,
+        "commit": _git("rev-parse", "--short", "HEAD"),
     }
     try:
         make = lambda n, s: make_synthetic_cxr(  # noqa: E731
@@ -1072,7 +1073,8 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "and checks its key findings against the effect measured on a held-out set.",
         "",
         f"* command: `{meta['command']}`",
-        f"* finished: {meta['finished']} UTC; code: `{meta['commit']}`"
+        f"* finished: {meta['finished']} UTC; code: "
+        + ", ".join(f"`{c}`" for c in sorted({r.get("commit", meta["commit"]) for r in records}))
         + (" (with uncommitted changes)" if meta.get("dirty") else ""),
         f"* machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} threads, "
         f"{meta['jobs']} job(s)",
@@ -1200,8 +1202,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     todo = [t for t in todo if t not in have]
 
     meta = {
-        "command": "python bench/findings.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(
+            ["python bench/findings.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "commit": _git("rev-parse", "--short", "HEAD"),
         "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
