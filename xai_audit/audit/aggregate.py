@@ -229,11 +229,16 @@ def quality_section(
     sensitive: list[str],
     q: Any,
     *,
+    threshold: float,
     batch_size: int,
     ci: float,
     seed: int,
 ) -> dict[str, Any]:
-    """Faithfulness and sanity on a bounded sample; localisation and shortcuts on all images."""
+    """Faithfulness and sanity on a bounded sample; localisation and shortcuts on all images.
+
+    ``threshold`` is the audit's operating threshold on the positive score (the one that made
+    ``pred["predicted"]``); the perturbation checks count decisions at it.
+    """
     from ..quality import sanity_check
     from ..quality.regions import describe_region, region_key, region_mask
     from ..quality.sanity import VERDICT_VERSION as SANITY_VERSION
@@ -312,6 +317,7 @@ def quality_section(
                     "seed": seed,
                     "ci": ci,
                     "reference": q.faithfulness_reference,
+                    "threshold": threshold,
                     "rule": FAITHFULNESS_VERSION,
                 },
                 lambda m=m, m_sample=m_sample, m_images=m_images: _faithfulness(
@@ -323,7 +329,7 @@ def quality_section(
                     seed,
                     ci,
                     reference=q.faithfulness_reference,
-                    threshold=_decision_threshold(pred),
+                    threshold=threshold,
                 ),
             )
         if q.sanity and images is not None and len(sanity_rows):
@@ -338,7 +344,17 @@ def quality_section(
             out["localisation"][m] = {"summary": localisation_summary(per_image, m, ci, seed)}
         if q.shortcuts:
             out["shortcuts"][m] = _shortcuts(
-                model, manifest, task, tables, pred, sensitive, q, m, ci=ci, seed=seed
+                model,
+                manifest,
+                task,
+                tables,
+                pred,
+                sensitive,
+                q,
+                m,
+                threshold=threshold,
+                ci=ci,
+                seed=seed,
             )
     return out
 
@@ -353,6 +369,7 @@ def _shortcuts(
     q: Any,
     method: str,
     *,
+    threshold: float,
     ci: float,
     seed: int,
 ) -> dict[str, Any]:
@@ -360,9 +377,6 @@ def _shortcuts(
     from ..quality.shortcut_analysis import analyse_shortcuts
 
     predicted = pred["predicted"].to_numpy()
-    scores = pred["score"].to_numpy(np.float64)
-    # The audit threshold: the lowest score predicted positive (exact on these images).
-    threshold = float(scores[predicted == 1].min()) if (predicted == 1).any() else 1.0
     pos = int(model.positive_index)
     try:
         return analyse_shortcuts(
@@ -399,20 +413,6 @@ def _shortcuts(
 
 #: Bumped when the faithfulness verdict changes, so checkpoints of an older rule are redone.
 FAITHFULNESS_VERSION = "verdict-1"
-
-
-def _decision_threshold(pred: pd.DataFrame) -> float | None:
-    """The audit's threshold on the positive score, recovered from its predictions.
-
-    It lies between the highest score predicted negative and the lowest predicted positive;
-    the midpoint decides for scores (of deletion references) that fall in that gap.
-    """
-    score, positive = pred["score"].to_numpy(np.float64), pred["predicted"].to_numpy() == 1
-    low = score[~positive].max() if (~positive).any() else None
-    high = score[positive].min() if positive.any() else None
-    if low is None or high is None:
-        return high if low is None else float(np.nextafter(low, np.inf))
-    return float((low + high) / 2)
 
 
 def _faithfulness(

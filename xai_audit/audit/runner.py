@@ -567,6 +567,7 @@ class Audit:
             pred,
             self.sensitive,
             self.quality,
+            threshold=threshold,
             batch_size=self.batch_size,
             ci=self.ci,
             seed=self.seed,
