@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace files at the report paths even if xai_audit did not write them",
     )
     p.set_defaults(func=_cmd_report)
+
+    from .compare.cli import add_parser as add_compare
+
+    add_compare(sub)
     return parser
 
 
