@@ -146,6 +146,38 @@ def _marker_effect(
     }
 
 
+def _device_effect(meta: pd.DataFrame, cfg: SyntheticConfig) -> dict[str, Any]:
+    dev = meta["device"] == 1 if "device" in meta else pd.Series(False, index=meta.index)
+    pos = meta["label"] == 1
+    harmful = cfg.device_lesion_factor < 1.0
+    return {
+        "name": "hidden_device",
+        "kind": "hidden_stratification" if harmful else "harmless_device",
+        "attribute": None,
+        "group": None,
+        "mechanism": (
+            f"a tube-like device line is drawn from the top edge into one lung on a share "
+            f"{cfg.p_device} of the images (any site, label or attribute); lesion contrast on "
+            f"device images is multiplied by {cfg.device_lesion_factor}"
+            + ("" if harmful else " (no effect: the harmless variant)")
+            + ". Recorded only in truth.csv (column device) and this card, never in the "
+            "manifest"
+        ),
+        "size": {"p_device": cfg.p_device, "device_lesion_factor": cfg.device_lesion_factor},
+        "measured": {
+            "n_device": int(dev.sum()),
+            "n_device_positive": int((dev & pos).sum()),
+            "share_device": float(dev.mean()) if len(meta) else None,
+        },
+        "expected_audit_outcome": (
+            "a discovered slice made mostly of device images, with sensitivity well below the "
+            "rest; no recorded attribute explains it"
+            if harmful
+            else "device images may form a slice, but none is significantly worse than the rest"
+        ),
+    }
+
+
 def build_card(
     meta: pd.DataFrame,
     cfg: SyntheticConfig,
@@ -197,6 +229,8 @@ def build_card(
             effects.append(_faint_effect(meta, cfg))
         if max(cfg.p_marker_positive, cfg.p_marker_negative, cfg.p_marker_other_sites) > 0:
             effects.append(_marker_effect(meta, cfg, shape))
+        if cfg.p_device > 0:
+            effects.append(_device_effect(meta, cfg))
     card = {
         "name": "xai_audit synthetic chest radiographs",
         "generator": GENERATOR_NAME,

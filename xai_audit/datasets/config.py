@@ -22,7 +22,18 @@ _ADDED_MARKER_KNOBS: dict[str, Any] = {
     "marker_position": None,
 }
 #: Every knob added after 1.0.0: at these values the output is byte-identical to 1.0.0.
-ADDED_KNOBS: dict[str, Any] = {"faint_where": None, **_ADDED_MARKER_KNOBS}
+#: Hidden-factor (device) knobs, added for slice discovery; ``p_device=0`` draws nothing.
+_ADDED_DEVICE_KNOBS: dict[str, Any] = {
+    "p_device": 0.0,
+    "device_lesion_factor": 0.25,
+    "device_intensity": 0.85,
+    "device_width": 3.0,
+}
+ADDED_KNOBS: dict[str, Any] = {
+    "faint_where": None,
+    **_ADDED_MARKER_KNOBS,
+    **_ADDED_DEVICE_KNOBS,
+}
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,16 @@ class SyntheticConfig:
         ``(row, column)`` of the marker box's top-left pixel, px at 128 px (scaled with the
         image size, like every size); anywhere in the image, including over the body. Overrides
         ``marker_corner`` and ``marker_offset``.
+    p_device : float
+        Share of images (any site, label or attribute) with a tube-like device line running
+        from the top of the image into one lung: the *hidden factor*. It is recorded only in
+        the truth table (column ``device``) and the card, never in the manifest. 0 (default)
+        draws nothing, so the data are those of a generator without devices.
+    device_lesion_factor : float
+        Lesion contrast multiplier on device images (the device hides or fades the finding);
+        1 is the harmless variant (device drawn, no effect on lesions).
+    device_intensity, device_width : float
+        Peak intensity of the line and its width in px at 128 px.
     sites : dict of str to SiteAcquisition
         Acquisition parameters per site.
     gain_pivot : float
@@ -140,6 +161,10 @@ class SyntheticConfig:
     marker_shape: str = "L"
     marker_width: float | None = None
     marker_position: tuple[float, float] | None = None
+    p_device: float = 0.0
+    device_lesion_factor: float = 0.25
+    device_intensity: float = 0.85
+    device_width: float = 3.0
     sites: dict[str, SiteAcquisition] = field(default_factory=_default_sites)
     gain_pivot: float = 0.40
     background_level: float = 0.04
@@ -169,11 +194,15 @@ class SyntheticConfig:
             "p_marker_positive",
             "p_marker_negative",
             "p_marker_other_sites",
+            "p_device",
+            "device_lesion_factor",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1]")
         if min(self.images_per_patient_probs) < 1:
             raise ValueError("images_per_patient_probs keys must be >= 1")
+        if self.device_width <= 0:
+            raise ValueError("device_width must be > 0")
 
     def _check_faint_where(self) -> None:
         if self.faint_where is None:
@@ -230,6 +259,7 @@ class SyntheticConfig:
             p_marker_positive=0.0,
             p_marker_negative=0.0,
             p_marker_other_sites=0.0,
+            p_device=0.0,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -128,6 +128,39 @@ def _lesions(
     masks[pos] = (dist2 <= r**2).astype(np.uint8)
 
 
+def _devices(image: np.ndarray, draws: CaseDraws, index: np.ndarray, cfg: SyntheticConfig) -> None:
+    """Draw the hidden factor: a tube-like line from the top edge bending into one lung.
+
+    The line blends the pixels towards ``device_intensity`` (a radiopaque tube), on every
+    slice of a volume. Only images whose truth ``device`` is 1 are touched.
+    """
+    if cfg.p_device <= 0 or "device" not in draws.metadata:
+        return
+    has = np.flatnonzero(draws.metadata["device"].to_numpy()[index] == 1)
+    if has.size == 0:
+        return
+    g = {k: v[index[has]] for k, v in draws.geometry.items()}
+    _, d, h, w = image.shape
+    half = w / 2.0
+
+    def col(v: np.ndarray) -> np.ndarray:
+        return np.asarray(v, dtype=np.float32).reshape(-1, 1, 1)
+
+    x_top = col((g["body_cx"] + g["device_x_top"] + 1.0) * half - 0.5)
+    x_end = col((g["body_cx"] + g["device_side"] * g["lung_off"] * 0.8 + 1.0) * half - 0.5)
+    y_end = col((g["body_cy"] + g["lung_cy"] + g["device_y_end"] + 1.0) * (h / 2.0) - 0.5)
+    yy = np.arange(h, dtype=np.float32).reshape(1, h, 1)
+    xx = np.arange(w, dtype=np.float32).reshape(1, 1, w)
+    t = np.clip(yy / np.maximum(y_end, 1.0), 0.0, None)
+    centre = x_top + (x_end - x_top) * np.minimum(t, 1.0) ** col(g["device_bend"])
+    sigma = max(cfg.device_width * h / 128.0, 1.0) / 2.355  # width is the line's FWHM
+    profile = np.exp(-0.5 * ((xx - centre) / np.float32(sigma)) ** 2)
+    profile *= (t <= 1.0).astype(np.float32)  # the tube ends in the lung
+    sub = image[has]
+    sub += (np.float32(cfg.device_intensity) - sub) * profile[:, None]
+    image[has] = sub
+
+
 def _markers(image: np.ndarray, draws: CaseDraws, index: np.ndarray, cfg: SyntheticConfig) -> None:
     has = np.flatnonzero(draws.metadata["marker"].to_numpy()[index] == 1)
     if has.size == 0:
@@ -200,6 +233,7 @@ def render_images(
         index = np.arange(start, min(n, start + step))
         image, _ = render_anatomy(draws.geometry, index, shape, cfg)
         _lesions(image, masks[index[0] : index[-1] + 1], draws, index, volume)
+        _devices(image, draws, index, cfg)
         _markers(image, draws, index, cfg)
         images[index[0] : index[-1] + 1] = _acquire(image, sites[index], cfg, rng, volume)
     return images, masks

@@ -171,6 +171,16 @@ def sample_cases(
         cfg.p_marker_other_sites,
     )
     marker = (marker_u < p_marker).astype(np.int64)
+    device = np.zeros(n, dtype=np.int64)
+    if cfg.p_device > 0:
+        # The hidden factor, drawn last and only when on: every draw above (and so the data of
+        # a configuration without devices) stays unchanged.
+        device = (rng.random(n) < cfg.p_device).astype(np.int64)
+        geom["device_x_top"] = rng.uniform(-0.12, 0.12, n)
+        geom["device_side"] = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+        geom["device_y_end"] = rng.uniform(0.10, 0.45, n)
+        geom["device_bend"] = rng.uniform(1.5, 3.0, n)
+        contrast = contrast * np.where(device == 1, cfg.device_lesion_factor, 1.0)
 
     width_case = max(5, len(str(n - 1)))
     width_pat = max(4, len(str(n_pat)))
@@ -190,6 +200,8 @@ def sample_cases(
             "lesion_side": np.where(lab == 1, np.where(side[patient_of] < 0, "left", "right"), ""),
         }
     )
+    if cfg.p_device > 0:
+        meta["device"] = device  # truth only: io.MANIFEST_COLUMNS never lists it
     if volume_depth:
         meta["lesion_z"] = les_z
     return CaseDraws(metadata=meta, geometry=geom, lesion_z=les_z, marker_uniform=marker_u)
