@@ -9,6 +9,11 @@ from pathlib import Path
 
 from ._version import __version__
 
+DEBUG_HELP = "show the full traceback of an error (default: one explained message)"
+QUIET_HELP = (
+    "print no progress (by default: bars in a terminal, a plain line every 30 s otherwise)"
+)
+
 
 def _cmd_version(_args: argparse.Namespace) -> int:
     print(f"xai_audit {__version__}")
@@ -25,6 +30,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         control=args.control,
         n_boot=args.n_boot,
+        progress=False if args.quiet else None,
+        cli=True,
     )
     print(f"Report written to {out}")
     return 0
@@ -34,7 +41,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .audit.config import run_config
 
     out = run_config(
-        Path(args.config), output_dir=args.output_dir, fresh=args.fresh, overwrite=args.overwrite
+        Path(args.config),
+        output_dir=args.output_dir,
+        fresh=args.fresh,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+        cli=True,
     )
     print(f"Audit result in {out.result_dir}")
     print(f"Report written to {out.report_path}")
@@ -66,9 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"xai_audit {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # --debug is accepted after the command too (SUPPRESS keeps the top-level value).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", "-q", action="store_true", help=QUIET_HELP)
 
-    p = sub.add_parser("version", help="print the version")
+    p = sub.add_parser("version", help="print the version", parents=[common])
     p.set_defaults(func=_cmd_version)
 
     p = sub.add_parser(
@@ -76,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="audit the bundled demo model on the synthetic ground-truth data",
         description="Generate the seeded demo data (if needed), audit the bundled demo model "
         "and write a self-contained HTML report.",
+        parents=[common, quiet],
     )
     p.add_argument("--data-dir", default="datasets/demo", help="where the demo data lives")
     p.add_argument("--output", default="reports/demo_audit.html", help="report path")
@@ -85,7 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("run", help="run an audit described by a YAML or TOML config")
+    p = sub.add_parser(
+        "run",
+        help="run an audit described by a YAML or TOML config",
+        description="Run the audit a YAML or TOML config describes (resuming finished "
+        "batches) and write its HTML report.",
+        epilog="Every config key (type, default, meaning) is listed in README.md, section "
+        "'Configuration reference'; examples/demo_audit.yaml is a complete example.",
+        parents=[common, quiet],
+    )
     p.add_argument("config", help="path to the config file")
     p.add_argument("--output-dir", default=None, help="override the config's output folder")
     p.add_argument("--fresh", action="store_true", help="ignore finished batches, start afresh")
@@ -97,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("report", help="(re)build the HTML report of a saved audit result")
+    p = sub.add_parser(
+        "report", help="(re)build the HTML report of a saved audit result", parents=[common]
+    )
     p.add_argument("result_dir", help="folder written by `xai-audit run` or AuditResult.save")
     p.add_argument("--output", default=None, help="report path (default RESULT_DIR/report.html)")
     p.add_argument(
@@ -131,15 +160,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Interrupted; finished batches are kept and a rerun resumes.", file=sys.stderr)
         return 130
     except Exception as exc:
-        from .audit.result import ResultError
-        from .audit.store import FolderLockedError, NotOwnedError
+        # Problems with the user's inputs (config, data, model output, result folder, someone
+        # else's files, a running audit): one block, exit code 2 (xai_audit.cli_errors).
+        if getattr(args, "debug", False):
+            raise
+        from .cli_errors import report_error
 
-        # Expected, explained conditions (someone else's files, a running audit, a damaged
-        # or missing result): the message says what to do, a traceback would only hide it.
-        if isinstance(exc, (NotOwnedError, FolderLockedError, ResultError, FileNotFoundError)):
-            print(f"xai-audit {args.command}: {exc}", file=sys.stderr)
-            return 2
-        raise
+        code = report_error(args.command, exc)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

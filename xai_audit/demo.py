@@ -43,6 +43,8 @@ def run_demo(
     seed: int | None = None,
     control: bool = False,
     n_boot: int = 1000,
+    progress: Any = None,
+    cli: bool = False,
 ) -> Path:
     """Generate the demo data if needed, audit the demo model and write the HTML report.
 
@@ -62,6 +64,10 @@ def run_demo(
         Use the control data set (nothing injected; the audit should flag nothing).
     n_boot : int, default 1000
         Bootstrap resamples.
+    progress : None, bool or str, optional
+        What to show while it runs (see :meth:`xai_audit.audit.Audit.run`).
+    cli : bool, default False
+        Automatic progress prints plain lines when stderr is not a terminal.
 
     Returns
     -------
@@ -69,11 +75,14 @@ def run_demo(
         The report.
     """
     from .audit import Audit
+    from .audit.progress import make_progress
     from .data import load_manifest
     from .datasets import DEMO_N_SAMPLES, generate_demo_dataset
     from .model import demo_model_card, load_demo_model
 
     t0 = time.perf_counter()
+    shown = make_progress(progress, cli=cli)
+    shown.step("demo data")
     data_dir, report_path = Path(data_dir), Path(report_path)
     manifest_path = generate_demo_dataset(
         data_dir,
@@ -110,7 +119,9 @@ def run_demo(
         name="Demo audit: synthetic chest radiographs" + (" (control)" if control else ""),
         output_dir=result_dir,
     )
-    result = audit.run()
+    result = audit.run(progress=shown)
+    shown.step("report")
     path = result.report(report_path)
+    shown.end()
     log.info("Demo audit done in %.1f s: %s", time.perf_counter() - t0, path)
     return path

@@ -16,6 +16,7 @@ import torch
 
 from ..model import ModelAdapter
 from .batch import LOCALISATION_METRICS, BatchTask
+from .progress import step
 from .store import ShardStore
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ def quality_section(
     batch_size: int,
     ci: float,
     seed: int,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Faithfulness and sanity on a bounded sample; localisation and shortcuts on all images.
 
@@ -307,6 +309,7 @@ def quality_section(
                     "note": f"drawn among the {len(explained)} images {m} explained (max_images)",
                 }
         if q.faithfulness and m_images is not None:
+            step(progress, f"faithfulness ({m})")
             out["faithfulness"][m] = store.checkpoint(
                 f"faithfulness-{m}",
                 # what the check depends on beyond the shards (which carry model, data, task)
@@ -333,6 +336,7 @@ def quality_section(
                 ),
             )
         if q.sanity and images is not None and len(sanity_rows):
+            step(progress, f"sanity ({m})")
             out["sanity"][m] = store.checkpoint(
                 f"sanity-{m}",
                 {"spec": spec, "rows": sanity_rows, "seed": seed, "rule": SANITY_VERSION},
@@ -343,6 +347,7 @@ def quality_section(
         if task.localisation and f"loc__{m}__mass_in_mask" in per_image:
             out["localisation"][m] = {"summary": localisation_summary(per_image, m, ci, seed)}
         if q.shortcuts:
+            step(progress, f"shortcuts ({m})")
             out["shortcuts"][m] = _shortcuts(
                 model,
                 manifest,

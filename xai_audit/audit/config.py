@@ -203,12 +203,14 @@ class AuditConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     exemplars_per_cell: int = 2
     model_card: dict[str, Any] = field(default_factory=dict)
+    progress: Any = None  # display only: not part of the audit's settings or hash
     source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable form (recorded in the result's provenance)."""
         out = asdict(self)
         out.pop("source", None)
+        out.pop("progress", None)
         return out
 
     def hash(self) -> str:
@@ -514,6 +516,10 @@ def validate(cfg: AuditConfig) -> list[str]:
             problems.append(f"{key} must be a positive integer, got {v!r}")
     if not isinstance(cfg.ci, (int, float)) or not 0.5 <= cfg.ci < 1.0:
         problems.append(f"ci must be a confidence level in [0.5, 1), got {cfg.ci!r}")
+    from .progress import PROGRESS_VALUES
+
+    if cfg.progress not in PROGRESS_VALUES:
+        problems.append(f"progress must be true, false, auto, bar, log or off; got {cfg.progress!r}")
     q = cfg.quality
     problems += check_quality_sizes(q)
     problems += check_shortcut(q)
@@ -671,6 +677,8 @@ def run_config(
     output_dir: str | Path | None = None,
     fresh: bool = False,
     overwrite: bool = False,
+    progress: Any = None,
+    cli: bool = False,
 ) -> RunOutput:
     """Run the audit a YAML/TOML config describes and write its report.
 
@@ -685,6 +693,11 @@ def run_config(
     overwrite : bool, default False
         Write into an output folder (and over report files) that xai_audit did not create
         (see :class:`~xai_audit.audit.Audit`).
+    progress : None, bool or str, optional
+        Overrides the config's ``progress`` key (see :meth:`Audit.run`).
+    cli : bool, default False
+        Automatic progress prints plain lines when stderr is not a terminal (the command
+        line), instead of nothing.
 
     Returns
     -------
@@ -694,12 +707,17 @@ def run_config(
     cfg = load_config(path)
     audit = audit_from_config(cfg, output_dir=output_dir, fresh=fresh)
     audit.overwrite = overwrite
-    result = audit.run()
+    from .progress import make_progress
+
+    shown = make_progress(cfg.progress if progress is None else progress, cli=cli)
+    result = audit.run(progress=shown)
     result_dir = Path(audit.output_dir)
     report = (
         Path(cfg.report_path)
         if cfg.report_path and output_dir is None
         else result_dir / "report.html"
     )
+    shown.step("report")
     report_path = result.report(report, overwrite=overwrite)
+    shown.end()
     return RunOutput(result=result, result_dir=result_dir, report_path=report_path)

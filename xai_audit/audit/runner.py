@@ -28,6 +28,7 @@ from .config import (
     normalise_threshold,
 )
 from .findings import collect_findings
+from .progress import BatchPhase, make_progress, step
 from .result import AuditResult
 from .store import FolderLock, ShardStore, claim_folder
 
@@ -390,8 +391,16 @@ class Audit:
         return self._output_dir
 
     # ------------------------------------------------------------------ run
-    def run(self) -> AuditResult:
+    def run(self, progress: Any = None) -> AuditResult:
         """Run the audit (resuming finished batches) and save the result.
+
+        Parameters
+        ----------
+        progress : None, bool or {"auto", "bar", "log", "off"}, default None
+            What to show while it runs (:mod:`xai_audit.audit.progress`): ``None``/"auto"
+            draws tqdm bars in a terminal or a notebook (images with rate and ETA, then one
+            bar per check) and nothing otherwise; ``"log"`` prints plain lines to stderr;
+            ``False`` is silent.
 
         Returns
         -------
@@ -411,8 +420,12 @@ class Audit:
             again with the same settings resumes from there.
         """
         claim_folder(self.output_dir, overwrite=self.overwrite)
-        with FolderLock(self.output_dir):
-            return self._run_locked()
+        self._progress = make_progress(progress)
+        try:
+            with FolderLock(self.output_dir):
+                return self._run_locked()
+        finally:
+            self._progress.close()
 
     def _run_locked(self) -> AuditResult:
         t_start = time.perf_counter()
@@ -451,7 +464,14 @@ class Audit:
                 if k not in set(todo):
                     self.on_batch(k, n_batches, "reused")
         t_batches = time.perf_counter()
-        self._run_batches(store, task, todo, n_batches)
+        progress = getattr(self, "_progress", None)
+        phase = BatchPhase(progress, n, self.batch_size, todo, self.on_batch)
+        self.on_batch = phase.callback  # both batch engines report through on_batch
+        try:
+            self._run_batches(store, task, todo, n_batches)
+        finally:
+            self.on_batch = phase.user_callback
+            phase.close()
         t_batches = time.perf_counter() - t_batches
         # What the batches found out about the model (e.g. the CAM target layer) is kept in
         # the run state, so that a fully resumed run reports it and explains with it too.
@@ -479,7 +499,9 @@ class Audit:
             }
         )
         result.provenance["batches"] = {"total": n_batches, "computed": len(todo), "reused": reused}
+        step(getattr(self, "_progress", None), "saving the result")
         result.save(self.output_dir)
+        step(getattr(self, "_progress", None), None)
         log.info("Audit result saved in %s", self.output_dir)
         return result
 
@@ -529,6 +551,7 @@ class Audit:
     ) -> AuditResult:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        step(getattr(self, "_progress", None), "subgroups and calibration")
         tables = aggregate.read_tables(store, len(self.data))
         shard_timing = tables.pop("_timing")  # type: ignore[arg-type]
         scores = tables["scores"][:, self.model.positive_index].astype(np.float64)
@@ -571,10 +594,12 @@ class Audit:
             batch_size=self.batch_size,
             ci=self.ci,
             seed=self.seed,
+            progress=getattr(self, "_progress", None),
         )
         timings["quality"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        step(getattr(self, "_progress", None), "exemplars and mean maps")
         methods = [m.name for m in task.methods]
         means = aggregate.mean_maps(store, methods, pred["outcome"].to_numpy())
         explained = {m: store.explained_rows(m) for m in methods}
