@@ -50,6 +50,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"Audit result in {out.result_dir}")
     print(f"Report written to {out.report_path}")
+    if getattr(out.result, "criteria", None):  # config key `criteria`: verdicts in the result
+        c = out.result.criteria
+        print(f"Acceptance criteria ({c['file']}): {str(c['verdict']).upper()}")
     return 0
 
 
@@ -144,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .compare.cli import add_parser as add_compare
 
     add_compare(sub)
+    from .audit.check_cli import add_parser as add_check
+
+    add_check(sub, parents=[common])
     return parser
 
 

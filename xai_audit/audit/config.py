@@ -175,6 +175,16 @@ class AuditConfig:
     methods : dict of str to dict
         Attribution method -> parameters.
     threshold : float, str or (rule, target)
+    threshold_from : dict, optional
+        ``{split_column, split, rule}``: choose the threshold on these manifest rows, which
+        are then left out of the audit (:mod:`xai_audit.audit.operating_point`).
+    threshold_note : str, optional
+        Where a given threshold comes from (e.g. "model card: Youden on validation").
+    performance_floor : dict, optional
+        Lowest acceptable overall value per metric (``{auroc: 0.8}``), judged on the lower CI
+        (:mod:`xai_audit.audit.performance_findings`).
+    criteria : str, optional
+        Acceptance criteria file checked after the run (:mod:`xai_audit.audit.criteria`).
     tolerance : float or dict of metric -> float
         Largest acceptable disparity (absolute difference) before a flag.
     min_group_size, n_boot, ci, seed, batch_size
@@ -194,6 +204,10 @@ class AuditConfig:
     intersections: bool | list[list[str]] = True
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gradcam": {}})
     threshold: Any = "youden"
+    threshold_from: dict[str, Any] | None = None
+    threshold_note: str | None = None
+    performance_floor: dict[str, float] | None = None
+    criteria: str | None = None
     tolerance: float | dict[str, float] = 0.05
     min_group_size: int = 30
     n_boot: int = 1000
@@ -302,6 +316,7 @@ def parse_config(
     cfg.data.image_root = resolve(cfg.data.image_root)
     cfg.output_dir = resolve(cfg.output_dir) or cfg.output_dir
     cfg.report_path = resolve(cfg.report_path)
+    cfg.criteria = resolve(cfg.criteria) if isinstance(cfg.criteria, str) else cfg.criteria
     cfg.model.weights = resolve(cfg.model.weights)
     region = cfg.quality.shortcut_region
     if isinstance(region, str) and region.lower().endswith(".npy"):
@@ -506,6 +521,7 @@ def validate(cfg: AuditConfig) -> list[str]:
     if msg:
         problems.append(msg)
     problems += check_tolerance(cfg.tolerance)
+    problems += _check_change_control(cfg)
     for key in ("min_group_size", "n_boot", "batch_size", "seed", "exemplars_per_cell"):
         v = getattr(cfg, key)
         if (
@@ -542,6 +558,28 @@ def validate(cfg: AuditConfig) -> list[str]:
     if cfg.data.image_root and not Path(cfg.data.image_root).is_dir():
         problems.append(f"data.image_root: folder not found: {cfg.data.image_root!r}")
     problems += _check_model(cfg.model)
+    return problems
+
+
+def _check_change_control(cfg: AuditConfig) -> list[str]:
+    """threshold_from, threshold_note, performance_floor and the criteria file."""
+    from .criteria import CriteriaError, load_criteria
+    from .operating_point import check_threshold_from
+    from .performance_findings import check_floor
+
+    columns = manifest_columns(cfg.data.manifest) if Path(cfg.data.manifest).is_file() else None
+    problems = check_threshold_from(cfg.threshold_from, cfg.threshold, columns)
+    if cfg.threshold_note is not None and not isinstance(cfg.threshold_note, str):
+        problems.append(f"threshold_note must be text, got {cfg.threshold_note!r}")
+    problems += check_floor(cfg.performance_floor)
+    if cfg.criteria is not None:
+        if not isinstance(cfg.criteria, str):
+            problems.append(f"criteria must be the path of a criteria file, got {cfg.criteria!r}")
+        else:
+            try:
+                load_criteria(cfg.criteria)
+            except CriteriaError as exc:
+                problems += [f"criteria: {p}" for p in exc.problems]
     return problems
 
 
@@ -655,6 +693,10 @@ def audit_from_config(
         sensitive=cfg.attributes,
         methods=cfg.methods,
         threshold=normalise_threshold(cfg.threshold),
+        threshold_from=cfg.threshold_from,
+        threshold_note=cfg.threshold_note,
+        performance_floor=cfg.performance_floor,
+        criteria=cfg.criteria,
         tolerance=cfg.tolerance,
         intersections=cfg.intersections,
         min_group_size=cfg.min_group_size,

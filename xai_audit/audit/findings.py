@@ -434,19 +434,30 @@ def collect_findings(
     data_summary: dict[str, Any],
     region_name: str,
     subgroup_disparities: Any = None,
+    subgroups: Any = None,
+    performance_floor: Any = None,
 ) -> list[dict[str, Any]]:
     """All key findings, most severe first; an "ok" finding when nothing was flagged.
 
     ``subgroup_disparities`` (the subgroup ``disparities`` table) lets a gap be attributed to
-    the intersection that carries it (see :func:`disparity_findings`).
+    the intersection that carries it (see :func:`disparity_findings`). ``subgroups`` (the
+    whole subgroup section) adds the absolute-performance checks and the threshold's origin
+    (:mod:`xai_audit.audit.performance_findings`), with ``performance_floor`` (metric ->
+    lowest acceptable value); without it, absolute performance is listed as not checked.
     """
+    from .performance_findings import performance_check
+
+    perf = performance_check(subgroups, performance_floor) if subgroups is not None else None
     findings = (
         disparity_findings(subgroup_flags, subgroup_disparities)
         + shortcut_findings(quality.get("shortcuts") or {}, region_name)
         + trust_findings(quality)
         + data_findings(subgroup_warnings, data_summary)
+        + (perf.findings if perf else [])
     )
-    coverage = check_coverage(quality, data_summary, subgroup_warnings)
+    coverage = check_coverage(
+        quality, data_summary, subgroup_warnings, performance=perf.coverage if perf else None
+    )
     if not any(f["severity"] in ("high", "medium") for f in findings):
         findings.insert(
             0,
@@ -454,7 +465,8 @@ def collect_findings(
                 "severity": "ok",
                 "kind": "summary",
                 "title": "Nothing flagged in the checks that ran",
-                "message": "No subgroup disparity beyond the tolerance, no confirmed shortcut and "
+                "message": ("Overall AUROC above chance, no" if perf else "No")
+                + " subgroup disparity beyond the tolerance, no confirmed shortcut and "
                 "no failed explanation check was found in what was checked: "
                 + "; ".join(f"{c['check']}: {c['detail']}" for c in coverage if c["ran"])
                 + ". Not checked: "
@@ -504,12 +516,17 @@ NOT_AUDITED = (
 
 
 def check_coverage(
-    quality: dict[str, Any], data_summary: dict[str, Any], subgroup_warnings: list[str]
+    quality: dict[str, Any],
+    data_summary: dict[str, Any],
+    subgroup_warnings: list[str],
+    performance: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Which checks ran, on what, and which did not (and why).
 
     "Nothing flagged" may only be said of what was actually checked, so every audit carries
     this list: one entry per check with ``check``, ``ran`` (bool) and ``detail`` (plain words).
+    ``performance`` (entries of :func:`~xai_audit.audit.performance_findings.performance_check`)
+    replaces the "absolute performance: not judged" entry.
     """
     out: list[dict[str, Any]] = []
     attrs = list(data_summary.get("attributes") or [])
@@ -561,5 +578,7 @@ def check_coverage(
             else "no lesion masks in the manifest",
         }
     )
-    out += [{"check": c, "ran": False, "detail": d} for c, d in NOT_AUDITED]
+    done = {c["check"] for c in performance or []}
+    out += list(performance or [])
+    out += [{"check": c, "ran": False, "detail": d} for c, d in NOT_AUDITED if c not in done]
     return out

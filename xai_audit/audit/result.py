@@ -301,6 +301,9 @@ class AuditResult:
         ``method -> outcome -> H x W`` mean attribution maps.
     methods : list of dict
         Attribution methods with parameters and descriptions.
+    criteria : Section
+        Acceptance criteria checked in the run (config ``criteria``): ``file``, ``verdict``
+        and ``table`` (:func:`xai_audit.audit.criteria.evaluate_criteria`); empty when none.
     result_dir : Path or None
         Where the result (and its shards) live.
     """
@@ -317,6 +320,7 @@ class AuditResult:
     exemplars: Section
     mean_maps: Section = field(default_factory=Section)
     methods: list[dict[str, Any]] = field(default_factory=list)
+    criteria: Section = field(default_factory=Section)
     result_dir: Path | None = None
 
     _FIELDS = (
@@ -332,6 +336,7 @@ class AuditResult:
         "exemplars",
         "mean_maps",
         "methods",
+        "criteria",
     )
 
     def __post_init__(self) -> None:
@@ -339,6 +344,7 @@ class AuditResult:
         self.quality = _section(self.quality)
         self.exemplars = _section(self.exemplars)
         self.mean_maps = _section(self.mean_maps)
+        self.criteria = _section(self.criteria or {})  # results before criteria: none
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path | None = None, *, overwrite: bool = False) -> Path:

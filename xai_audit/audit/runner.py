@@ -65,6 +65,20 @@ class Audit:
         {"n_steps": 32}}``).
     threshold : float, str or (rule, target), default "youden"
         Operating threshold or rule (see :func:`xai_audit.fairness.evaluate_subgroups`).
+        A rule is applied to the audited data itself (reported as optimistic) unless
+        ``threshold_from`` names a validation split.
+    threshold_from : dict, optional
+        ``{"split_column": "split", "split": "validation", "rule": "youden"}``: choose the
+        threshold by the rule on these manifest rows, which are set aside and enter no metric
+        of the audit (:mod:`xai_audit.audit.operating_point`).
+    threshold_note : str, optional
+        Where a given threshold comes from (shown in the report), e.g. "model card".
+    performance_floor : dict, optional
+        Lowest acceptable overall value per metric, judged on the lower end of the CI (a high
+        finding when not met); the AUROC is always judged against chance (0.5).
+    criteria : str, Path or Criteria, optional
+        Acceptance criteria checked at the end of the run; verdicts in ``result.criteria``
+        (:mod:`xai_audit.audit.criteria`).
     tolerance : float or dict, default 0.05
         Largest acceptable disparity (absolute difference) before a flag.
     intersections : bool or list of pairs, default True
@@ -130,6 +144,10 @@ class Audit:
         methods: Any = ("gradcam",),
         *,
         threshold: Any = "youden",
+        threshold_from: Mapping[str, Any] | None = None,
+        threshold_note: str | None = None,
+        performance_floor: Mapping[str, float] | None = None,
+        criteria: Any = None,
         tolerance: float | dict[str, float] = 0.05,
         intersections: bool | Sequence[Sequence[str]] = True,
         min_group_size: int = 30,
@@ -157,6 +175,14 @@ class Audit:
         self.sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
         self.methods = _methods(methods)
         self.threshold = normalise_threshold(threshold)
+        # Change control: a validation split is set aside before anything else sees the data.
+        from .change_control import prepare
+
+        self.threshold_from, self.threshold_note = threshold_from, threshold_note
+        self.performance_floor = dict(performance_floor) if performance_floor else None
+        cc = prepare(self.data, self.threshold, threshold_from, self.performance_floor, criteria)
+        self.data, self._validation, self.criteria = cc.data, cc.validation, cc.criteria
+        self._change_control_problems = cc.problems
         self.tolerance = tolerance
         self.intersections = (
             intersections if isinstance(intersections, bool) else [tuple(p) for p in intersections]
@@ -220,6 +246,7 @@ class Audit:
         if msg:
             problems.append(msg)
         problems += check_tolerance(self.tolerance)
+        problems += self._change_control_problems
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if len(self.data):
@@ -378,6 +405,10 @@ class Audit:
             "batch_size": self.batch_size,
             "quality": q,
             "exemplars_per_cell": self.exemplars_per_cell,
+            "threshold_from": self.threshold_from,
+            "threshold_note": self.threshold_note,
+            "performance_floor": self.performance_floor,
+            "criteria": self.criteria.source if self.criteria is not None else None,
         }
 
     @property
@@ -499,6 +530,10 @@ class Audit:
             }
         )
         result.provenance["batches"] = {"total": n_batches, "computed": len(todo), "reused": reused}
+        if self.criteria is not None:  # after the findings: "no_findings" criteria read them
+            from .criteria import attach_criteria
+
+            attach_criteria(result, self.criteria)
         step(getattr(self, "_progress", None), "saving the result")
         result.save(self.output_dir)
         step(getattr(self, "_progress", None), None)
@@ -563,11 +598,14 @@ class Audit:
         base = pd.DataFrame({"label": self.data.label.astype(np.int64), "score": scores})
         for col in self.sensitive:
             base[col] = self.data.table[col].to_numpy(dtype=object)
+        from .change_control import resolve_threshold
+
+        op_threshold, op_source = resolve_threshold(self, label_name)
         subgroups = aggregate.subgroup_section(
             base,
             self.sensitive,
             patient_ids,
-            threshold=self.threshold,
+            threshold=op_threshold,
             intersections=self.intersections,
             n_boot=self.n_boot,
             ci=self.ci,
@@ -577,6 +615,7 @@ class Audit:
             label_name=label_name,
         )
         threshold = float(subgroups["threshold"]["value"])
+        subgroups["threshold"]["source"] = op_source
         pred = aggregate.predictions_table(self.data, self.sensitive, scores, threshold)
         timings["subgroups"] = time.perf_counter() - t0
 
@@ -633,6 +672,8 @@ class Audit:
             data_summary,
             quality["region"]["description"],
             subgroups.get("disparities"),
+            subgroups=subgroups,
+            performance_floor=self.performance_floor,
         )
         settings = self.settings()
         config = self._config if self._config is not None else settings

@@ -370,6 +370,7 @@ def provenance(result: AuditResult) -> dict[str, Any]:
 
 def build_report_data(result: AuditResult) -> dict[str, Any]:
     """Everything the report shows, as plain data (the JSON twin)."""
+    from ..audit.criteria import report_data as criteria_report
     ds = dict(result.data_summary)
     mi = dict(result.model_info)
     return {
@@ -389,6 +390,7 @@ def build_report_data(result: AuditResult) -> dict[str, Any]:
         "trust": trust(result),
         "limitations": limitations(result),
         "provenance": provenance(result),
+        "criteria": criteria_report(result),  # acceptance criteria checked in the run
     }
 
 
