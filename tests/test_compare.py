@@ -343,3 +343,31 @@ def test_cli_exit_codes(data, reference, worse, tmp_path, capsys):
     bad.write_text("criteria:\n  - metric: nonsense\n")
     assert _cli("compare", str(ref_dir), str(same_dir), "--criteria", str(bad)) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_either_model_is_reachable_for_the_widgets(data, reference, worse, tmp_path):
+    from xai_audit.compare import open_widget
+
+    reference.save(tmp_path / "ref")
+    worse.save(tmp_path / "new")
+    cmp = compare_audits(tmp_path / "ref", tmp_path / "new", patients=patients(data), n_boot=0)
+    back = Comparison.load(cmp.save(tmp_path / "cmp"))
+    assert back.reference is None  # not saved with the comparison: reloaded from its folder
+    assert back.result("reference").name == "v1" and back.result("new").name == "v2-worse"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        open_widget(back, "new", "histogram")
+    with pytest.raises(ValueError, match="'reference' or 'new'"):
+        back.result("v3")
+
+
+def test_report_replaces_its_own_files_only(data, reference, tmp_path):
+    from xai_audit.audit.store import NotOwnedError
+
+    cmp = compare_audits(reference, reference, patients=patients(data), n_boot=0)
+    path = cmp.report(tmp_path / "c.html")
+    assert cmp.report(path) == path  # an earlier comparison report is replaced
+    mine = tmp_path / "mine.html"
+    mine.write_text("<p>my notes</p>")
+    with pytest.raises(NotOwnedError):
+        cmp.report(mine)
+    assert mine.read_text() == "<p>my notes</p>"

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..fairness._common import DIRECTION
+from ..fairness.disparity import describe_group
 from ..report.content import DISPLAY
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def summary_text(cmp: Comparison, metrics: Sequence[str] | None = None) -> str:
         lines += ["", "Group changes whose interval excludes 0:"]
         for r in big.itertuples():
             lines.append(
-                f"  {DISPLAY.get(r.metric, r.metric)} {r.attribute}={r.group}: "
+                f"  {DISPLAY.get(r.metric, r.metric)} {describe_group(r.attribute, r.group)}: "
                 f"{_v(r.reference)} -> {_v(r.new)} ({_n(r.diff)}, CI {_n(r.ci_low)} to "
                 f"{_n(r.ci_high)}; {r.verdict})"
             )
