@@ -45,17 +45,34 @@ def _spatial_axes(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(range(2, t.ndim))
 
 
+def _layer_output_shape(adapter: ModelAdapter, layer: nn.Module, x: torch.Tensor) -> tuple:
+    """The layer's own output shape (for error messages; the CAM's shape would mislead)."""
+    seen: list[tuple[int, ...]] = []
+    handle = layer.register_forward_hook(
+        lambda _m, _i, out: seen.append(tuple(out.shape)) if hasattr(out, "shape") else None
+    )
+    try:
+        with torch.no_grad():
+            adapter.forward(x)
+    finally:
+        handle.remove()
+    return seen[0] if seen else ()
+
+
 class _CamExplainer(Explainer):
     """Shared machinery: layer resolution, one forward + backward to the layer, upsampling.
 
     ``target_layer`` may be a name, a module or a list of them; with several layers the
     result is the mean of the per-layer maps after upsampling to the input size.
+    ``reshape_transform`` turns the layer output into ``N x C x *s`` (transformers); by
+    default the adapter's, else inferred for token and channels-last layers.
     """
 
     defaults: ClassVar[dict[str, Any]] = {
         "target_layer": None,
         "interpolate_mode": "auto",
         "relu": True,
+        "reshape_transform": None,
     }
     param_aliases: ClassVar[dict[str, str]] = {"target_layers": "target_layer"}
     single_pass = True
@@ -70,6 +87,19 @@ class _CamExplainer(Explainer):
                 raise TargetLayerError("target_layer is an empty list; give at least one layer.")
             self.layers = [resolve_layer(adapter.model, s) for s in specs]
         self.target_layer_name = "+".join(name for name, _ in self.layers)
+        given = self.params["reshape_transform"]
+        if given is not None and not callable(given):
+            raise TypeError(
+                f"reshape_transform must be a callable (tokens -> N x C x *spatial), got "
+                f"{type(given).__name__}."
+            )
+        self.reshape = given or adapter.layer_reshape_transform(self.layers, example)
+
+    def json_params(self) -> dict[str, Any]:
+        out = super().json_params()
+        if out.get("reshape_transform") is None:  # recorded only when one was given
+            out.pop("reshape_transform", None)
+        return out
 
     def weighted_map(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """The class activation map ``N x 1 x *s`` (before ReLU) from one layer."""
@@ -87,7 +117,7 @@ class _CamExplainer(Explainer):
         self, adapter: ModelAdapter, x: torch.Tensor, targets: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         forward = TargetedForward(adapter, targets)
-        with torch.enable_grad(), LayerCapture(self.layers, adapter.reshape_transform) as cap:
+        with torch.enable_grad(), LayerCapture(self.layers, self.reshape) as cap:
             score = forward(x)
             missing = [n for (n, _m), o in zip(self.layers, cap.outputs) if o is None]
             if missing:
@@ -138,7 +168,7 @@ class GradCAM(_CamExplainer):
     def explain_batch(
         self, adapter: ModelAdapter, x: torch.Tensor, targets: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if len(self.layers) > 1 or adapter.reshape_transform is not None:
+        if len(self.layers) > 1 or self.reshape is not None:
             return self._hooked_pass(adapter, x, targets)
         forward = TargetedForward(adapter, targets)
         layer: nn.Module = self.layers[0][1]
@@ -153,10 +183,13 @@ class GradCAM(_CamExplainer):
                 relu_attributions=bool(self.params["relu"]),
             )
         if cam.ndim != x.ndim:
+            shape = _layer_output_shape(adapter, layer, x[:1])
             raise TargetLayerError(
-                f"Layer {self.target_layer_name!r} gives a tensor of shape "
-                f"{tuple(cam.shape)}, not a feature map; pass target_layer=<a convolutional "
-                "layer> (or reshape_transform= for transformers)."
+                f"Layer {self.target_layer_name!r} outputs shape {shape} (for one image), not "
+                f"a feature map N x C x {' x '.join('HW' if x.ndim == 4 else 'DHW')}; pass "
+                "target_layer=<a convolutional layer>, or for a transformer reshape_transform= "
+                "(e.g. xai_audit.model.vit_reshape_transform(grid_h, grid_w)) to explain() or "
+                "ModelAdapter."
             )
         maps = upsample(cam.detach(), tuple(x.shape[2:]), self.params["interpolate_mode"])[:, 0]
         assert forward.targets is not None and forward.logits is not None

@@ -133,13 +133,19 @@ class LayerCapture:
         """Apply the reshape transform and check that each tensor is an ``N x C x *s`` map."""
         out = []
         for (name, _m), t in zip(self.layers, tensors):
+            raw = tuple(t.shape)  # the layer's own output shape, reported in errors
             if self.reshape_transform is not None:
                 t = self.reshape_transform(t)
             if t.ndim != ndim:
+                after = (
+                    f" ({tuple(t.shape)} after reshape_transform)"
+                    if self.reshape_transform is not None
+                    else ""
+                )
                 raise TargetLayerError(
-                    f"Layer {name!r} gives a tensor of shape {tuple(t.shape)}, not a feature map "
-                    f"with {ndim - 2} spatial axes. Pass target_layer=<a convolutional layer> "
-                    "or, for transformers, reshape_transform= to ModelAdapter."
+                    f"Layer {name!r} outputs shape {raw}{after}, not a feature map with "
+                    f"{ndim - 2} spatial axes. Pass target_layer=<a convolutional layer> or, for "
+                    "transformers, reshape_transform= to explain() or ModelAdapter."
                 )
             out.append(t)
         return out

@@ -13,7 +13,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batching import iter_image_batches, n_items
-from .layers import ReshapeTransform, TargetLayerError, find_target_layer, resolve_layer
+from .layers import (
+    ReshapeTransform,
+    TargetLayerError,
+    choose_target_layer,
+    layer_reshape,
+    resolve_layer,
+)
 from .state import eval_mode
 
 Activation = Literal["softmax", "sigmoid", "identity"]
@@ -152,9 +158,12 @@ class ModelAdapter:
         intensity normalisation or resizing.
     target_layer : str or torch.nn.Module, optional
         Layer explained by CAM methods. Found automatically when not given: the last layer
-        with a spatial output (see :func:`find_target_layer`).
+        with a spatial output, or for a transformer (ViT, DeiT, Swin, MONAI ``ViT``) the first
+        norm of its last block (see :func:`~xai_audit.model.layers.choose_target_layer`).
     reshape_transform : callable, optional
-        Turns the target layer's output into ``N x C x h x w`` (needed for transformers).
+        Turns the target layer's output into ``N x C x h x w``. Inferred when not given for
+        token layers (``N x T x D``: class/register tokens dropped, grid from the token count
+        and the input size) and channels-last layers (Swin); give it for other layouts.
     device : str or torch.device, optional
         Default: CUDA when available, else CPU.
     batch_size : int, default 32
@@ -211,6 +220,8 @@ class ModelAdapter:
         self._positive_class = positive_class
         self._n_outputs: int | None = len(class_names) if class_names is not None else None
         self._target_layer: tuple[str, nn.Module] | None = None
+        # Reshapes inferred for token / channels-last layers: (layer name, input size) -> fn.
+        self._auto_reshapes: dict[tuple[str, tuple[int, ...]], ReshapeTransform | None] = {}
         if target_layer is not None:
             self._target_layer = resolve_layer(self.model, target_layer)
         self.spatial_dims: int | None = None
@@ -549,12 +560,33 @@ class ModelAdapter:
                 )
             x = self.prepare(example[:1])
             with eval_mode(self.model):
-                self._target_layer = find_target_layer(self.module, x)
-            # Names are reported relative to the user's model, not the preprocessing wrapper.
-            name, module = self._target_layer
-            if name.startswith("model."):
-                self._target_layer = (name[len("model.") :], module)
+                # Names are relative to the user's model, not the preprocessing wrapper.
+                choice = choose_target_layer(self.module, x, name_prefix="model.")
+            name = choice.name
+            self._target_layer = (name, choice.module)
+            self._auto_reshapes[(name, tuple(x.shape[2:]))] = choice.reshape_transform
         return self._target_layer
+
+    def layer_reshape_transform(
+        self, layers: list[tuple[str, nn.Module]], example: torch.Tensor
+    ) -> ReshapeTransform | None:
+        """The reshape CAM methods apply to these layers' outputs.
+
+        The ``reshape_transform`` given to the adapter when there is one; otherwise inferred
+        from one probe pass per layer and input size (cached): None for channels-first feature
+        maps, a token-to-grid transform for ``N x T x D`` tokens, a channel move for
+        channels-last (Swin) maps. With several layers the first one's layout decides.
+        """
+        if self.reshape_transform is not None:
+            return self.reshape_transform
+        name, module = layers[0]
+        key = (name, tuple(int(s) for s in example.shape[2:]))
+        if key not in self._auto_reshapes:
+            x = self.prepare(example[:1])
+            with eval_mode(self.model):
+                transform, _shape, _note = layer_reshape(self.module, module, x)
+            self._auto_reshapes[key] = transform
+        return self._auto_reshapes[key]
 
     @property
     def target_layer_name(self) -> str | None:
