@@ -172,6 +172,10 @@ class AuditConfig:
     attributes : list of str
         Sensitive attributes (manifest columns).
     intersections : bool or list of [str, str]
+    attribute_bins : dict, optional
+        Bin edges per numeric attribute (``{age: [0, 40, 65, 120]}``), ``auto`` or ``false``;
+        by default numeric attributes with more than 10 values are binned
+        (:mod:`xai_audit.data.binning`).
     methods : dict of str to dict
         Attribution method -> parameters.
     threshold : float, str or (rule, target)
@@ -202,6 +206,7 @@ class AuditConfig:
     data: DataConfig = field(default_factory=DataConfig)
     attributes: list[str] = field(default_factory=list)
     intersections: bool | list[list[str]] = True
+    attribute_bins: dict[str, Any] | None = None
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gradcam": {}})
     threshold: Any = "youden"
     threshold_from: dict[str, Any] | None = None
@@ -521,6 +526,9 @@ def validate(cfg: AuditConfig) -> list[str]:
     if msg:
         problems.append(msg)
     problems += check_tolerance(cfg.tolerance)
+    from ..data.binning import check_attribute_bins
+
+    problems += check_attribute_bins(cfg.attribute_bins, list(cfg.attributes or []))
     problems += _check_change_control(cfg)
     for key in ("min_group_size", "n_boot", "batch_size", "seed", "exemplars_per_cell"):
         v = getattr(cfg, key)
@@ -699,6 +707,7 @@ def audit_from_config(
         criteria=cfg.criteria,
         tolerance=cfg.tolerance,
         intersections=cfg.intersections,
+        attribute_bins=cfg.attribute_bins,
         min_group_size=cfg.min_group_size,
         n_boot=cfg.n_boot,
         ci=cfg.ci,

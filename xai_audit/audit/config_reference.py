@@ -53,6 +53,10 @@ MEANINGS: dict[str, str] = {
     "`[sex, age_group, site]`; `sensitive` is accepted as an alias.",
     "intersections": "`true`: every pair of attributes; `3`: pairs and triples; a list of "
     "attribute lists: those cells; `false`: none.",
+    "attribute_bins": "Bins for numeric attributes, e.g. `{age: [0, 40, 65, 120]}` "
+    "(left-closed: `0-39`, `40-64`, `65-119`), `auto` or `false` (raw values) per column. "
+    "Default: a numeric attribute with more than 10 values is binned (age-like columns in "
+    "decades, others in quintiles), noted in the data summary and findings.",
     "methods": "Attribution methods with their parameters, e.g. `{gradcam: {}, "
     "integrated_gradients: {n_steps: 16, max_images: 128}}` (`max_images`: explain a "
     "stratified sample only).",

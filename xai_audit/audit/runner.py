@@ -82,6 +82,12 @@ class Audit:
     tolerance : float or dict, default 0.05
         Largest acceptable disparity (absolute difference) before a flag.
     intersections : bool or list of pairs, default True
+    attribute_bins : dict, optional
+        Bins for numeric attributes, ``{"age": [0, 40, 65, 120]}`` (left-closed edges with open
+        ends: ``"<0"``, ``"0-39"``, ``"40-64"``, ``"65-119"``, ``"120+"``), ``"auto"`` or
+        ``False`` (raw values) per column. By default a numeric attribute with more than 10
+        distinct values is binned: age-like columns in decades, others in quintiles
+        (:mod:`xai_audit.data.binning`); the data summary and findings say how.
     min_group_size, n_boot, ci, seed
         Subgroup analysis settings (bootstrap resamples are patient-level when the manifest
         has a patient id).
@@ -150,6 +156,7 @@ class Audit:
         criteria: Any = None,
         tolerance: float | dict[str, float] = 0.05,
         intersections: bool | Sequence[Sequence[str]] = True,
+        attribute_bins: Mapping[str, Any] | None = None,
         min_group_size: int = 30,
         n_boot: int = 1000,
         ci: float = 0.95,
@@ -173,6 +180,7 @@ class Audit:
         self.model = model
         self.data = data
         self.sensitive = [sensitive] if isinstance(sensitive, str) else list(sensitive)
+        self._bin_numeric_attributes(attribute_bins)
         self.methods = _methods(methods)
         self.threshold = normalise_threshold(threshold)
         # Change control: a validation split is set aside before anything else sees the data.
@@ -227,6 +235,7 @@ class Audit:
             problems.append(out_problem)
         if not self.sensitive:
             problems.append("sensitive: give at least one attribute column")
+        problems += self._bin_problems
         missing = [a for a in self.sensitive if a not in self.data.table.columns]
         if missing:
             problems.append(
@@ -313,12 +322,25 @@ class Audit:
         found = self.model.check_inputs(images, gradients=gradients)
         return [f"model: {p}" for p in found]
 
+    def _bin_numeric_attributes(self, bins: Mapping[str, Any] | None) -> None:
+        """Numeric attributes -> a few readable groups (:mod:`xai_audit.data.binning`)."""
+        from ..data.binning import bin_manifest, check_attribute_bins
+
+        self.attribute_bins = dict(bins) if isinstance(bins, Mapping) else bins
+        self._bin_problems = check_attribute_bins(bins, self.sensitive)
+        self.binned_attributes: dict[str, dict] = {}
+        if not self._bin_problems:
+            try:
+                self.data, self.binned_attributes = bin_manifest(self.data, self.sensitive, bins)
+            except ValueError as exc:  # edges for a non-numeric column
+                self._bin_problems = [str(exc)]
+
     def _data_warnings(self) -> list[str]:
         """Valid but suspicious data (kept in the result's data summary and findings)."""
         from ..data.validation import patient_conflicts
         from ..fairness.inputs import attribute_notes
 
-        notes = []
+        notes = [info["note"] for info in self.binned_attributes.values()]
         for col in self.sensitive:
             notes += attribute_notes(self.data.table[col], col)
         notes += patient_conflicts(self.data, [*self.data.label_cols, *self.sensitive])
@@ -398,6 +420,7 @@ class Audit:
             "threshold": self.threshold,
             "tolerance": self.tolerance,
             "intersections": self.intersections,
+            **({"attribute_bins": self.attribute_bins} if self.attribute_bins else {}),
             "min_group_size": self.min_group_size,
             "n_boot": self.n_boot,
             "ci": self.ci,
@@ -787,6 +810,7 @@ class Audit:
             "data_hash": data_hash,
             "patient_level_bootstrap": pids is not None,
             "warnings": list(getattr(self, "data_warnings", [])),
+            "binned_attributes": dict(getattr(self, "binned_attributes", {})),
         }
 
 

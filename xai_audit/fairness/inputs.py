@@ -285,8 +285,9 @@ def attribute_notes(values: Any, name: str, keys: np.ndarray | None = None) -> l
     if kinds == ["number"] and n_numeric > MAX_NUMERIC_GROUPS:
         notes.append(
             f"Attribute {name!r} has {n_numeric} distinct numeric values, so every value "
-            f"would be its own subgroup; bin it first, e.g. df['{name}_group'] = "
-            f"pd.cut(df['{name}'], bins=[0, 40, 65, 120]), and audit '{name}_group'."
+            f"would be its own subgroup; bin it first: Audit(..., attribute_bins={{'{name}': "
+            "'auto'}) (config key attribute_bins) or e.g. "
+            f"attribute_bins={{'{name}': [0, 40, 65, 120]}}."
         )
     return notes
 
