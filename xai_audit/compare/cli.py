@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,11 @@ def _run(args: argparse.Namespace) -> int:
         found = _config_manifest(ref)
         if found is not None:
             patients = _patients_from_csv(*found)
-    cmp = compare_audits(
-        ref, new, patients=patients, n_boot=args.n_boot, seed=args.seed, label=args.label
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the summary prints the same notes
+        cmp = compare_audits(
+            ref, new, patients=patients, n_boot=args.n_boot, seed=args.seed, label=args.label
+        )
     print(cmp.summary())
     outcome = None
     code = EXIT_PASS

@@ -327,8 +327,36 @@ def _intersections(result: AuditResult) -> list[tuple[str, ...]]:
 
 
 def _threshold(result: AuditResult) -> dict[str, Any]:
+    """Value, rule and source (given / validation split / audited data) of the threshold."""
+    from ..audit.operating_point import source_of
+
     thr = dict(result.subgroups.get("threshold") or {})
-    return {k: v for k, v in thr.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    out = {k: v for k, v in thr.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    src = source_of(thr)
+    out["source"] = {
+        k: v for k, v in src.items() if isinstance(v, (str, int, float, bool, type(None)))
+    }
+    return out
+
+
+def _threshold_note(tinfo: dict[str, dict[str, Any]]) -> str:
+    words = {"given": "given in the settings", "validation_split": "chosen on a validation split",
+             "audited_data": "chosen on the audited data"}  # fmt: skip
+    parts = []
+    for which in ("reference", "new"):
+        t = tinfo[which]
+        kind = (t.get("source") or {}).get("kind", "audited_data")
+        parts.append(
+            f"{which} {float(t.get('value', float('nan'))):.4g} ({words.get(kind, kind)}, "
+            f"rule {t.get('rule', 'fixed')})"
+        )
+    text = "Each model is judged at its own audited threshold: " + "; ".join(parts) + "."
+    if any((tinfo[w].get("source") or {}).get("optimistic") for w in ("reference", "new")):
+        text += (
+            " A threshold chosen on the audited data itself makes that model's sensitivity, "
+            "specificity, PPV and NPV optimistic (AUROC, Brier score and ECE do not depend on it)."
+        )
+    return text
 
 
 def compare_audits(
@@ -439,12 +467,7 @@ def compare_audits(
         )
     thr = [ref.threshold, nw.threshold]
     tinfo = {"reference": _threshold(ref), "new": _threshold(nw)}
-    notes.append(
-        f"Each model is judged at its own audited threshold: reference {thr[0]:.4g} "
-        f"(rule {tinfo['reference'].get('rule', 'given')}), new {thr[1]:.4g} (rule "
-        f"{tinfo['new'].get('rule', 'given')}). A threshold chosen on the audited data itself "
-        "(e.g. Youden) makes sensitivity and specificity optimistic for both models."
-    )
+    notes.append(_threshold_note(tinfo))
     mgs = int(
         min_group_size if min_group_size is not None else settings_a.get("min_group_size", 30)
     )

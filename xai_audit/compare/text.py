@@ -59,14 +59,13 @@ def summary_text(cmp: Comparison, metrics: Sequence[str] | None = None) -> str:
         f"({s['n_units']} units, {s['n_boot']} resamples, {100 * s['ci']:.0f}% intervals)",
     ]
     th = s.get("thresholds") or {}
-    lines.append(
-        "Thresholds: reference {:.4g} ({}), new {:.4g} ({})".format(
-            float(th.get("reference", {}).get("value", np.nan)),
-            th.get("reference", {}).get("rule", "given"),
-            float(th.get("new", {}).get("value", np.nan)),
-            th.get("new", {}).get("rule", "given"),
-        )
-    )
+    parts = []
+    for which in ("reference", "new"):
+        t = th.get(which) or {}
+        kind = str((t.get("source") or {}).get("kind") or "source not recorded")
+        value = float(t.get("value", np.nan))
+        parts.append(f"{which} {value:.4g} ({t.get('rule', 'fixed')}, {kind.replace('_', ' ')})")
+    lines.append("Thresholds: " + ", ".join(parts))
     lines.append("")
     lines.append(f"{'metric':<13}{'reference':>10}{'new':>9}{'diff':>9}  {'CI':<19}verdict")
     ov = cmp.overall()
