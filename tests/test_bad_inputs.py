@@ -410,11 +410,16 @@ def test_quality_breakdowns_group_with_the_same_rule() -> None:
 
 
 # ---------------------------------------------------------------- warnings
-def test_many_numeric_values_ask_for_binning() -> None:
+def test_many_numeric_values_are_binned_or_ask_for_binning() -> None:
     age = np.arange(140) % 140 + 20
     manifest = _manifest(n=140, age=age)
-    with pytest.warns(DataWarning, match=r"'age' has 140 distinct numeric values.*pd\.cut"):
-        Audit(_model(), manifest, sensitive=["sex", "age"], **CHEAP)
+    # Binned automatically (ages above 130: not age-like, so quintiles), and said so.
+    with pytest.warns(DataWarning, match=r"'age' \(140 distinct numeric values\) was binned "):
+        audit = Audit(_model(), manifest, sensitive=["sex", "age"], **CHEAP)
+    assert audit.data.table["age"].nunique() == 5
+    # Kept raw on request: the warning names the option.
+    with pytest.warns(DataWarning, match=r"'age' has 140 distinct numeric values.*attribute_bins"):
+        Audit(_model(), manifest, sensitive=["sex", "age"], attribute_bins={"age": False}, **CHEAP)
     # A few numeric codes (e.g. a site number) are fine.
     assert attribute_notes(np.arange(140) % 5, "site") == []
 

@@ -23,6 +23,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -30,9 +32,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .errors import ManifestError, describe_rows
-from .manifest import REF_PREFIX, Manifest, SourceStore
-from .validation import file_problems, raise_problems
+from .binning import bin_labels
+from .errors import DataWarning, ManifestError, describe_rows
+from .manifest import REF_PREFIX, Manifest, SourceStore, ids_from_paths
+from .resize import check_image_size
+from .validation import file_problems, patient_conflicts, raise_problems
 
 __all__ = [
     "GEOMETRY_FIELDS",
@@ -143,11 +147,10 @@ def read_dicom(path: str | Path, window: Window = "auto") -> np.ndarray:
         are inverted so that higher values are always brighter. Colour images
         (SamplesPerPixel > 1) are returned ``3 x H x W``, scaled by BitsStored, without LUTs.
     """
-    import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     _check_window(window)
-    ds = pydicom.dcmread(path)
+    ds = _dcmread(path)
     pixels = ds.pixel_array
     if int(ds.get("SamplesPerPixel", 1)) > 1:
         scale = float(2 ** int(ds.get("BitsStored", 8)) - 1)
@@ -168,10 +171,43 @@ def read_dicom(path: str | Path, window: Window = "auto") -> np.ndarray:
     return np.ascontiguousarray(out[None], dtype=np.float32)
 
 
-def _read_header(path: Path):
+def _dcmread(path: str | Path, **kwargs):
+    """``pydicom.dcmread``; files without the 128-byte preamble / "DICM" prefix (older
+    exports, e.g. pydicom's own ``rtstruct.dcm``) are read again with ``force=True``."""
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
-    return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    try:
+        return pydicom.dcmread(path, **kwargs)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(path, force=True, **kwargs)
+        if not any(k in ds for k in ("SOPClassUID", "Modality", "Rows", "PixelData")):
+            raise  # not a DICOM data set at all
+        return ds
+
+
+def _read_header(path: Path):
+    return _dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+
+
+#: Pixel-data elements: an object without any of them is not an image (RT structure set,
+#: plan, structured report, waveform). Read deferred, so the pixels themselves are not loaded.
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _read_manifest_header(path: Path):
+    """The allow-listed header plus whether the object has pixel data (not read)."""
+    return _dcmread(
+        path, defer_size=256, specific_tags=[*_HEADER_TAGS, "SOPClassUID", *_PIXEL_TAGS]
+    )
+
+
+def _object_kind(ds) -> str:
+    """``"RTSTRUCT (RT Structure Set Storage)"``: modality and SOP class, no identifiers."""
+    modality = _text(ds, "Modality") or "no modality"
+    uid = ds.get("SOPClassUID")
+    name = getattr(uid, "name", "") if uid is not None else ""
+    return f"{modality} ({name})" if name and name != str(uid) else modality
 
 
 def dicom_shape(path: str | Path) -> tuple[int, ...]:
@@ -216,12 +252,8 @@ def parse_age(value: object) -> float:
 
 
 def _age_group(ages: pd.Series, bins: Sequence[float]) -> pd.Series:
-    edges = [-np.inf, *bins, np.inf]
-    names = [f"<{bins[0]:g}"]
-    names += [f"{lo:g}-{hi - 1:g}" for lo, hi in zip(bins[:-1], bins[1:])]
-    names += [f"{bins[-1]:g}+"]
-    groups = pd.cut(ages, edges, right=False, labels=names)
-    return groups.astype(object).where(ages.notna(), np.nan)
+    # The one binning rule of xai_audit (Audit(attribute_bins=...) uses it too).
+    return bin_labels(ages, bins).set_axis(ages.index)
 
 
 def _text(ds, keyword: str) -> str:
@@ -347,8 +379,18 @@ def manifest_from_dicom(
     age_bins: Sequence[float] = DEFAULT_AGE_BINS,
     binary_labels: bool = True,
     check_files: bool | Literal["deep"] = True,
+    image_size: Sequence[int] | None = None,
+    resize: Literal["resize", "pad", "crop"] = "resize",
+    ids_from: Literal["uid", "filename", "path"] = "uid",
+    skip_unreadable: bool = False,
 ) -> Manifest:
     """Build a PHI-free manifest from DICOM files.
+
+    Objects without pixel data (RT structure sets and plans, structured reports, waveforms)
+    are skipped, with one :class:`~xai_audit.data.DataWarning` counting them by modality and
+    SOP class. Patients whose images disagree on sex or age group get a warning naming
+    pseudonymous case ids only; no header value that identifies a patient (name, id, birth
+    date) is ever printed or stored.
 
     Parameters
     ----------
@@ -373,6 +415,19 @@ def manifest_from_dicom(
         Require labels to be 0/1.
     check_files : bool or "deep", default True
         Validate shapes/readability from the headers (True) or by decoding ("deep").
+    image_size : (H, W) or (D, H, W), optional
+        Bring every image to this size when it is loaded, so that mixed sizes can be audited
+        together (torch interpolation; see :mod:`xai_audit.data.resize`).
+    resize : {"resize", "pad", "crop"}, default "resize"
+        Stretch to ``image_size``, fit and zero-pad (aspect ratio kept), or cover and
+        centre-crop.
+    ids_from : {"uid", "filename", "path"}, default "uid"
+        Case ids: the pseudonym of the SOPInstanceUID, the file name without extension, or
+        the path (relative to the folder) without extension. File-name ids are readable but
+        must be unique; the paths are screened for identifiers as usual.
+    skip_unreadable : bool, default False
+        Skip files whose header cannot be read (with a warning counting them) instead of
+        refusing the folder.
 
     Returns
     -------
@@ -390,22 +445,45 @@ def manifest_from_dicom(
     _check_window(window)
     if path_policy not in ("raise", "index"):
         raise ValueError(f"path_policy must be 'raise' or 'index', got {path_policy!r}.")
+    if ids_from not in ("uid", "filename", "path"):
+        raise ValueError(f"ids_from must be 'uid', 'filename' or 'path', got {ids_from!r}.")
+    if ids_from != "uid" and path_policy == "index":
+        raise ValueError(
+            f"ids_from={ids_from!r} would store file names, which path_policy='index' keeps "
+            "out of the table; use ids_from='uid' with path_policy='index'."
+        )
+    check_image_size(image_size, resize)
     salt = secrets.token_bytes(32) if salt is None else salt
     files, root = _collect_paths(source)
 
-    headers, unreadable, first_error = [], [], ""
+    headers, kept, unreadable, first_error, first_kind = [], [], [], "", ""
+    skipped: Counter[str] = Counter()
     for pos, path in enumerate(files):
         try:
-            headers.append(_read_header(path))
+            ds = _read_manifest_header(path)
         except Exception as exc:
             unreadable.append(f"#{pos}")
             first_error = first_error or f"{path.name}: {type(exc).__name__}: {exc}"
-    if unreadable:
+            first_kind = first_kind or f"position #{pos}: {type(exc).__name__}"
+            continue
+        if not any(tag in ds for tag in _PIXEL_TAGS):
+            skipped[_object_kind(ds)] += 1
+            continue
+        headers.append(ds)
+        kept.append(path)
+    if unreadable and not skip_unreadable:
         raise ManifestError(
             f"Could not read the DICOM header of {len(unreadable)} files (positions "
             f"{', '.join(unreadable[:5])}); first error: {first_error}. Remove non-DICOM files "
-            "from the list or folder."
+            "from the list or folder, or pass skip_unreadable=True to skip them."
         )
+    _warn_skipped(skipped, len(unreadable), first_kind, len(files))
+    if not kept:
+        raise ManifestError(
+            f"None of the {len(files)} DICOM files holds an image (pixel data); objects found: "
+            f"{_counts_text(skipped) or 'none readable'}."
+        )
+    files = kept
 
     stored = [p.relative_to(root).as_posix() if root else str(p) for p in files]
     case_ids, patient_ids, records, hits = [], [], [], []
@@ -442,6 +520,8 @@ def manifest_from_dicom(
         store = SourceStore(paths=tuple(str(p) for p in files))
         image_values = [f"{REF_PREFIX}{k}" for k in range(len(files))]
 
+    if ids_from != "uid":
+        case_ids = ids_from_paths(stored, "filename" if ids_from == "filename" else "path")
     table = pd.DataFrame({"case_id": case_ids, "image": image_values})
     label_cols: list[str] = []
     if labels is not None:
@@ -461,8 +541,40 @@ def manifest_from_dicom(
         image_root=root if path_policy == "raise" else None,
         binary_labels=binary_labels,
         dicom_window=window,
+        image_size=image_size,
+        resize=resize,
         store=store,
     )
     if check_files:
         raise_problems(file_problems(manifest, deep=check_files == "deep"))
+    # Patient-level attributes that differ between one patient's images (case ids only).
+    compared = [c for c in ("sex", "age_group") if c in manifest.table.columns]
+    for note in patient_conflicts(manifest, compared):
+        warnings.warn(note, DataWarning, stacklevel=2)
     return manifest
+
+
+def _counts_text(counts: Counter[str]) -> str:
+    return ", ".join(f"{kind} x{n}" for kind, n in counts.most_common())
+
+
+def _warn_skipped(skipped: Counter[str], n_unreadable: int, first: str, total: int) -> None:
+    """One summary warning for the objects left out (counts by modality / SOP class).
+
+    No file names (they may carry identifiers): unreadable files are named by position.
+    """
+    parts = []
+    if skipped:
+        parts.append(
+            f"{sum(skipped.values())} non-image object(s) without pixel data "
+            f"({_counts_text(skipped)})"
+        )
+    if n_unreadable:
+        parts.append(f"{n_unreadable} unreadable file(s) (first: {first})")
+    if parts:
+        warnings.warn(
+            f"manifest_from_dicom skipped {' and '.join(parts)} of {total} files; the "
+            "manifest holds the other images.",
+            DataWarning,
+            stacklevel=3,
+        )

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .errors import ManifestError, describe_rows
 from .readers import not_regular_reason, read_image, read_mask
+from .resize import check_image_size, fit_image
 from .validation import check_columns, file_problems, raise_problems, table_problems
 
 if TYPE_CHECKING:
@@ -84,6 +85,11 @@ class Manifest:
         Require every label to be 0 or 1.
     dicom_window : {"auto", None} or (center, width), default "auto"
         Windowing used when DICOM images are loaded, see :func:`~xai_audit.data.read_dicom`.
+    image_size : (H, W) or (D, H, W), optional
+        Bring every image (and mask) to this size when it is loaded, so that images of mixed
+        sizes can be audited together (:mod:`xai_audit.data.resize`).
+    resize : {"resize", "pad", "crop"}, default "resize"
+        How: stretch, fit and pad with zeros (aspect ratio kept), or cover and centre-crop.
     store : SourceStore, optional
         Internal: in-memory arrays / private paths referenced from the table.
     """
@@ -101,8 +107,12 @@ class Manifest:
         image_root: str | Path | None = None,
         binary_labels: bool = True,
         dicom_window: object = "auto",
+        image_size: Sequence[int] | None = None,
+        resize: str = "resize",
         store: SourceStore | None = None,
     ) -> None:
+        self.image_size = check_image_size(image_size, resize)
+        self.resize = resize
         if not isinstance(table, pd.DataFrame):
             raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}.")
         label_cols = [label_cols] if isinstance(label_cols, str) else list(label_cols)
@@ -246,10 +256,10 @@ class Manifest:
         source = self.table.at[i, self.image_col]
         k = _ref_index(source, MEMORY_PREFIX)
         if k is not None and self._store.images is not None:
-            return self._store.images[k]
+            return self._fit(self._store.images[k])
         path = self._resolve(source)
         try:
-            return read_image(path, dicom_window=self.dicom_window)
+            return self._fit(read_image(path, dicom_window=self.dicom_window))
         except ImportError:
             raise
         except Exception as exc:
@@ -258,6 +268,12 @@ class Manifest:
                 f"{type(exc).__name__}: {exc}. Run Manifest.validate(check_files='deep') to "
                 "find every unreadable file."
             ) from exc
+
+    def _fit(self, array: np.ndarray, mask: bool = False) -> np.ndarray:
+        """``array`` brought to :attr:`image_size` (unchanged when none is set)."""
+        if self.image_size is None:
+            return array
+        return fit_image(array, self.image_size, self.resize, mask=mask)  # type: ignore[arg-type]
 
     def load_images(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Load several rows' images stacked into one ``N x C x ...`` float32 array."""
@@ -282,10 +298,10 @@ class Manifest:
             return None
         k = _ref_index(source, MEMORY_PREFIX)
         if k is not None and self._store.masks is not None:
-            return self._store.masks[k]
+            return self._fit(self._store.masks[k], mask=True)
         path = self._resolve(source)
         try:
-            return read_mask(path)
+            return self._fit(read_mask(path), mask=True)
         except ImportError:
             raise
         except Exception as exc:
@@ -374,6 +390,8 @@ class Manifest:
             image_root=self.image_root,
             binary_labels=self.binary_labels,
             dicom_window=self.dicom_window,
+            image_size=self.image_size,
+            resize=self.resize,
             store=SourceStore(images=images, masks=masks, paths=paths),
         )
 
@@ -434,6 +452,8 @@ class Manifest:
             "patient_col": self.patient_col,
             "mask_col": self.mask_col,
         }
+        if self.image_size is not None:  # changes every loaded pixel
+            roles["image_size"] = [list(self.image_size), self.resize]  # type: ignore[assignment]
         h.update(json.dumps(roles, sort_keys=True).encode())
         csv = self.table.to_csv(index=False, lineterminator="\n", float_format="%.17g")
         h.update(csv.encode())
@@ -476,6 +496,9 @@ def load_manifest(
     binary_labels: bool = True,
     check_files: CheckFiles = True,
     dicom_window: object = "auto",
+    image_size: Sequence[int] | None = None,
+    resize: str = "resize",
+    ids_from: Literal["filename", "path"] | None = None,
 ) -> Manifest:
     """Load and validate a manifest from a CSV file or a DataFrame.
 
@@ -504,6 +527,14 @@ def load_manifest(
         decoding it ("deep"), or not at all (False).
     dicom_window : {"auto", None} or (center, width), default "auto"
         Windowing for DICOM images, see :func:`~xai_audit.data.read_dicom`.
+    image_size : (H, W) or (D, H, W), optional
+        Bring images of mixed sizes to one size when they are loaded (see :class:`Manifest`).
+    resize : {"resize", "pad", "crop"}, default "resize"
+        How images are brought to ``image_size``.
+    ids_from : {"filename", "path"}, optional
+        Build the case ids from the image column instead of reading ``id_col``: the file
+        name without its extension, or the path without extension (for file names repeated
+        in several folders). The ids must still be unique.
 
     Returns
     -------
@@ -546,6 +577,8 @@ def load_manifest(
             f"The manifest {where} has no rows (columns: {cols}). An audit needs at least "
             "one image: add one row per image."
         )
+    if ids_from is not None:
+        table[id_col] = ids_from_paths(table[image_col], ids_from)
     if label_cols is None:
         label_cols = ["label"]
     if patient_col is None:
@@ -563,7 +596,23 @@ def load_manifest(
         image_root=image_root,
         binary_labels=binary_labels,
         dicom_window=dicom_window,
+        image_size=image_size,
+        resize=resize,
     )
     if check_files:
         raise_problems(file_problems(manifest, deep=check_files == "deep"))
     return manifest
+
+
+def ids_from_paths(paths: Sequence[object], how: str) -> list[str]:
+    """Case ids from image paths: ``"filename"`` (stem) or ``"path"`` (path less suffix)."""
+    if how not in ("filename", "path"):
+        raise ValueError(f"ids_from must be 'filename' or 'path', got {how!r}.")
+    out = []
+    for p in paths:
+        if _is_blank(p):
+            out.append("")  # reported as an empty image source and an empty id
+            continue
+        path = Path(str(p))
+        out.append(path.stem if how == "filename" else path.with_suffix("").as_posix())
+    return out

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .errors import ManifestError, describe_rows
 from .readers import image_shape, mask_shape, not_regular_reason, read_image, read_mask
+from .resize import fitted_shape
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -120,7 +121,9 @@ def table_problems(
     if dup.any():
         problems.append(
             f"Duplicate case ids in column {id_col!r}: {describe_rows(id_str[dup].tolist())}. "
-            "Case ids must be unique; de-duplicate the rows or build ids from file names."
+            "Case ids must be unique; de-duplicate the rows, or build the ids from the image "
+            "paths: load_manifest(..., ids_from='path') or manifest_from_dicom(..., "
+            "ids_from='path')."
         )
     blank_img = _blank(table[image_col])
     if blank_img.any():
@@ -196,6 +199,7 @@ def file_problems(manifest: Manifest, *, deep: bool = False) -> list[str]:
     unreadable: list[str] = []
     first_error = ""
     shapes: dict[int, tuple[int, ...]] = {}
+    fitted: dict[int, tuple[int, ...]] = {}
     mask_missing: list[str] = []
     mask_unreadable: list[str] = []
     mask_error = ""
@@ -224,6 +228,8 @@ def file_problems(manifest: Manifest, *, deep: bool = False) -> list[str]:
             first_error = first_error or f"{path.name}: {_exc_text(exc)}"
             continue
         shapes[i] = tuple(shape)
+        # With image_size set, images are brought to one size when loaded (masks too).
+        fitted[i] = fitted_shape(shape, getattr(manifest, "image_size", None))
 
         mpath = manifest.mask_path(i)
         if mpath is None:
@@ -271,8 +277,8 @@ def file_problems(manifest: Manifest, *, deep: bool = False) -> list[str]:
             f"{first_error}. Replace or re-export these files (rows are never dropped "
             "automatically)."
         )
-    if len(set(shapes.values())) > 1:
-        problems.append(_shape_problem(shapes, ids))
+    if len(set(fitted.values())) > 1:
+        problems.append(_shape_problem(fitted, ids))
     if mask_missing:
         problems.append(
             f"Mask files not found for {describe_rows(mask_missing)} (column "
@@ -304,7 +310,9 @@ def _shape_problem(shapes: dict[int, tuple[int, ...]], ids: np.ndarray) -> str:
     return (
         f"Inconsistent image shapes across the manifest: {'; '.join(parts)}. Rows not of the "
         f"most common shape {majority}: {describe_rows(odd)}. All images must share one shape "
-        "(C x H x W or C x D x H x W); resize/crop them beforehand or split the manifest."
+        "(C x H x W or C x D x H x W). Pass image_size=(H, W) (and resize='resize', 'pad' or "
+        "'crop') to load_manifest / manifest_from_dicom to bring them to one size when "
+        "loaded; channels and dimensionality must agree."
     )
 
 
