@@ -61,7 +61,7 @@ def _findings(sub: dict, floor=None) -> list[dict]:
 def test_random_scores_get_the_high_absolute_performance_finding() -> None:
     # The rule is the interval: flagged exactly when the overall AUROC CI includes 0.5, which
     # for random scores is about 95 % of data sets (seed 0's sample AUROC is 0.577, a
-    # 1-in-150 draw whose CI excludes 0.5; its groups at chance are then medium findings).
+    # rare draw 3 standard errors above 0.5; its groups at chance are then medium findings).
     flagged = 0
     for seed in range(10):
         sub = _subgroups(_data(seed, d=0.0), seed)

@@ -62,6 +62,16 @@ MEANINGS: dict[str, str] = {
     "stratified sample only).",
     "threshold": "Operating threshold: a number in [0, 1], `youden`, `max_f1`, "
     "`{sensitivity: 0.9}` or `{specificity: 0.9}` (rules are applied on the whole data set).",
+    "threshold_from": "Choose the threshold on a validation split of the manifest, e.g. "
+    "`{split_column: split, split: validation, rule: youden}`; those rows are left out of "
+    "the audit. Without it a rule is chosen on the audited data (reported as optimistic).",
+    "threshold_note": "Where a numeric `threshold` comes from (e.g. `model card: Youden on "
+    "the validation set`), shown in the report.",
+    "performance_floor": "Lowest acceptable overall value per metric, e.g. `{auroc: 0.8, "
+    "sensitivity: 0.85}`; a high finding when the lower end of the CI is below it (the "
+    "AUROC is always judged against chance, 0.5).",
+    "criteria": "Acceptance criteria file (YAML/TOML, see 'Change control') checked after "
+    "the run: verdicts in the result and the report (`xai-audit check` is the CI gate).",
     "tolerance": "Largest acceptable gap between a subgroup and overall (absolute "
     "difference) before a flag; one number or `{metric: number}`.",
     "min_group_size": "Subgroups with fewer cases get no metrics (reported as too small).",
