@@ -145,3 +145,16 @@ def test_load_manifest_image_size_and_ids_from(tmp_path) -> None:
             table.assign(case_id=["x", "y"]).iloc[:1], tmp_path, image_size=(4, 4)
         ).content_hash()
     )
+
+
+def test_readme_dicom_example_runs(tmp_path, monkeypatch, capsys) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## DICOM-first workflow") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "skipped 3 non-image object(s)" in out and "(2, 1, 64, 64)" in out
+    assert "CT_small" in out and "MR_small" in out
