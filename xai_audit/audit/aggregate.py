@@ -98,9 +98,13 @@ def subgroup_section(
     min_group_size: int,
     tolerance: Any,
     seed: int,
-    label_name: str,
+    label_name: str | list[str],
 ) -> dict[str, Any]:
-    """Run :func:`xai_audit.fairness.evaluate_subgroups` and keep its tables."""
+    """Run :func:`xai_audit.fairness.evaluate_subgroups` and keep its tables.
+
+    ``label_name`` a list: a multi-label audit, on the ``label__<name>`` and
+    ``score__<name>`` columns of ``pred`` (``threshold`` is then ``{label: ThresholdChoice}``).
+    """
     import warnings
 
     from ..fairness import evaluate_subgroups
@@ -149,11 +153,14 @@ def _evaluate(
     min_group_size: int,
     tolerance: Any,
     seed: int,
-    label_name: str,
+    label_name: str | list[str],
 ) -> Any:
+    # Several labels (xai_audit.audit.labels): their label__<name> / score__<name> columns.
+    names = [label_name] if isinstance(label_name, str) else list(label_name)
+    multi = not isinstance(label_name, str)
     return evaluate_subgroups(
-        pred["label"].to_numpy(),
-        pred["score"].to_numpy(),
+        pred[[f"label__{n}" for n in names]].to_numpy() if multi else pred["label"].to_numpy(),
+        pred[[f"score__{n}" for n in names]].to_numpy() if multi else pred["score"].to_numpy(),
         pred[sensitive],
         threshold=threshold,
         intersections=intersections,
@@ -162,7 +169,7 @@ def _evaluate(
         ci=ci,
         min_group_size=min_group_size,
         tolerance=tolerance,
-        label_names=[label_name],
+        label_names=names,
         random_state=seed,
     )
 

@@ -100,6 +100,9 @@ class DataConfig:
     id_col: str = "case_id"
     image_col: str = "image"
     label_col: str = "label"
+    #: Several label columns (a multi-label audit, :mod:`xai_audit.audit.labels`); overrides
+    #: ``label_col``.
+    label_cols: list[str] | None = None
     patient_col: str | None = "patient_id"
     mask_col: str | None = "mask"
 
@@ -191,6 +194,10 @@ class AuditConfig:
         Acceptance criteria file checked after the run (:mod:`xai_audit.audit.criteria`).
     tolerance : float or dict of metric -> float
         Largest acceptable disparity (absolute difference) before a flag.
+    explain_labels : "auto", "all" or list of str
+        Multi-label audits (``data.label_cols``): the labels explained (see
+        :class:`~xai_audit.audit.Audit`); ``"auto"``: all when at most 5 labels, else the
+        first and the flagged ones (at most 5).
     min_group_size, n_boot, ci, seed, batch_size
     exemplars_per_cell : int
         Gallery cases per (subgroup, outcome) cell.
@@ -214,6 +221,7 @@ class AuditConfig:
     performance_floor: dict[str, float] | None = None
     criteria: str | None = None
     tolerance: float | dict[str, float] = 0.05
+    explain_labels: Any = "auto"
     min_group_size: int = 30
     n_boot: int = 1000
     ci: float = 0.95
@@ -495,6 +503,16 @@ def check_columns(columns: list[str], dconf: DataConfig, attributes: list[str]) 
         "data.image_col": dconf.image_col,
         "data.label_col": dconf.label_col,
     }
+    label_problems = []
+    if dconf.label_cols is not None:  # multi-label: every listed column instead of label_col
+        del wanted["data.label_col"]
+        cols = dconf.label_cols
+        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
+            label_problems.append(
+                f"data.label_cols must be a non-empty list of column names, got {cols!r}"
+            )
+        else:
+            wanted.update({f"data.label_cols[{i}]": c for i, c in enumerate(cols)})
     for key, col in (("data.patient_col", dconf.patient_col), ("data.mask_col", dconf.mask_col)):
         # The defaults are optional; explicitly configured ones must exist.
         if col and (col not in ("patient_id", "mask") or col in columns):
@@ -504,6 +522,7 @@ def check_columns(columns: list[str], dconf: DataConfig, attributes: list[str]) 
         for key, col in wanted.items()
         if col not in columns
     ]
+    problems += label_problems
     missing = [a for a in attributes if a not in columns]
     if missing:
         problems.append(
@@ -671,7 +690,7 @@ def load_data(d: DataConfig, attributes: list[str]) -> Any:
         image_root=d.image_root,
         id_col=d.id_col,
         image_col=d.image_col,
-        label_cols=[d.label_col],
+        label_cols=list(d.label_cols) if d.label_cols else [d.label_col],
         attribute_cols=list(attributes),
         patient_col=patient,
         mask_col=mask,
@@ -720,6 +739,7 @@ def audit_from_config(
         output_dir=output_dir or cfg.output_dir,
         fresh=fresh,
         config=cfg.to_dict(),
+        explain_labels=cfg.explain_labels,
     )
 
 

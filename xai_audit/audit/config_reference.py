@@ -45,6 +45,13 @@ MEANINGS: dict[str, str] = {
     "data.id_col": "Column with a unique case id per row.",
     "data.image_col": "Column with the image path (PNG, NPY, NIfTI, DICOM, ...).",
     "data.label_col": "Column with the ground truth (0/1 or class names).",
+    "data.label_cols": "Several label columns, e.g. `[lesion, effusion, nodule]`: a "
+    "multi-label audit, every label audited (see 'Multi-label models'); overrides "
+    "`data.label_col`.",
+    "explain_labels": "Multi-label audits: the labels explained (maps and explanation "
+    "checks): `auto` (all when at most 5 labels, else the first and the flagged ones, at "
+    "most 5), `all`, or a list of label columns. Every label gets its threshold, subgroup "
+    "tables and findings either way.",
     "data.patient_col": "Column with the patient id: the bootstrap resamples patients, not "
     "images (never shown in the report). Optional when left at its default.",
     "data.mask_col": "Column with lesion mask paths, for the localisation checks. Optional "

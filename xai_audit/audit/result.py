@@ -495,6 +495,10 @@ class AuditResult:
             if self.result_dir is None:
                 raise ValueError("Give a report path (the result has no folder).")
             path = self.result_dir / "report.html"
+        if self.data_summary.get("label_cols"):  # multi-label: a report per label too
+            from .labels import write_label_reports
+
+            return write_label_reports(self, path, pdf=pdf, overwrite=overwrite)
         return write_report(self, path, pdf=pdf, overwrite=overwrite)
 
     # ------------------------------------------------------------------ widgets

@@ -28,6 +28,7 @@ from .config import (
     normalise_threshold,
 )
 from .findings import collect_findings
+from .labels import is_multilabel, label_problems, run_multilabel, task_key
 from .progress import BatchPhase, make_progress, step
 from .result import AuditResult
 from .store import FolderLock, ShardStore, claim_folder
@@ -117,6 +118,11 @@ class Audit:
         The config the audit came from (recorded in the provenance).
     on_batch : callable, optional
         ``on_batch(k, n_batches, status)`` after each batch (progress, tests).
+    explain_labels : "auto", "all" or list of str, default "auto"
+        Multi-label audits (several label columns; :mod:`xai_audit.audit.labels`): the
+        labels explained (attribution maps and explanation checks; every label gets its
+        threshold, subgroup tables and findings). ``"auto"``: all labels when there are at
+        most 5, else the first label and the labels with a flagged subgroup gap (at most 5).
 
     Attributes
     ----------
@@ -172,6 +178,7 @@ class Audit:
         overwrite: bool = False,
         config: Mapping[str, Any] | None = None,
         on_batch: BatchCallback | None = None,
+        explain_labels: str | Sequence[str] = "auto",
     ) -> None:
         if isinstance(data, (str, Path)):
             from ..data import load_manifest
@@ -212,6 +219,7 @@ class Audit:
         self.fresh = fresh
         self.overwrite = bool(overwrite)
         self.on_batch = on_batch
+        self.explain_labels = explain_labels
         self._config = dict(config) if config is not None else None
         self._output_dir = Path(output_dir) if output_dir is not None else None
         self._validate()
@@ -241,9 +249,9 @@ class Audit:
             problems.append(
                 f"sensitive attributes {missing} are not manifest columns; available: {attrs}"
             )
-        if len(self.data.label_cols) != 1:
+        if not self.data.label_cols:
             problems.append(
-                f"the audit needs exactly one label column; the manifest has {self.data.label_cols}"
+                "the audit needs a label column; the manifest has none (label_cols=[...])"
             )
         problems += check_methods({m.name: m.params for m in self.methods})
         problems += [
@@ -260,7 +268,9 @@ class Audit:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if len(self.data):
             problems += self._probe_problems()
-        if self.model.n_outputs is not None:  # known from class names or the probe
+        if len(self.data.label_cols) > 1:  # multi-label: outputs matched to labels
+            problems += label_problems(self)
+        elif self.model.n_outputs is not None:  # known from class names or the probe
             try:
                 self.model.positive_index  # noqa: B018 - raises for ambiguous multi-class models
             except (ValueError, RuntimeError) as exc:
@@ -438,9 +448,8 @@ class Audit:
     def output_dir(self) -> Path:
         """The result folder."""
         if self._output_dir is None:
-            key = sha256_json(
-                [self.model.model_hash(), self.data.content_hash(), self.task.to_dict()]
-            )
+            task = self.task.to_dict() if len(self.data.label_cols) <= 1 else task_key(self)
+            key = sha256_json([self.model.model_hash(), self.data.content_hash(), task])
             self._output_dir = Path("audits") / f"audit-{key[:12]}"
         return self._output_dir
 
@@ -477,6 +486,8 @@ class Audit:
         self._progress = make_progress(progress)
         try:
             with FolderLock(self.output_dir):
+                if is_multilabel(self.data):
+                    return run_multilabel(self)  # one single-label run per explained label
                 return self._run_locked()
         finally:
             self._progress.close()

@@ -12,17 +12,21 @@ from xai_audit.datasets.card import effect
 from xai_audit.datasets.config import GENERATOR_VERSION, SiteAcquisition, SyntheticConfig
 from xai_audit.datasets.demo import DEMO_N_SAMPLES, generate_demo_dataset
 from xai_audit.datasets.io import load_card, to_uint8
+from xai_audit.datasets.multilabel import FindingSpec, MultiLabelDataset, make_multilabel_cxr
 from xai_audit.datasets.synthetic import SyntheticDataset, make_synthetic_cxr, synthetic_card
 
 __all__ = [
     "DEMO_N_SAMPLES",
+    "FindingSpec",
     "GENERATOR_VERSION",
     "SiteAcquisition",
     "SyntheticConfig",
     "SyntheticDataset",
+    "MultiLabelDataset",
     "effect",
     "generate_demo_dataset",
     "load_card",
+    "make_multilabel_cxr",
     "make_synthetic_cxr",
     "synthetic_card",
     "to_uint8",

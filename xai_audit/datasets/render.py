@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.special import expit
@@ -202,6 +204,7 @@ def render_images(
     cfg: SyntheticConfig,
     shape: tuple[int, int, int],
     rng: np.random.Generator,
+    extra: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render all images and lesion masks, in batches.
 
@@ -215,6 +218,11 @@ def render_images(
         ``(D, H, W)``, ``D`` = 1 for 2D images.
     rng : numpy.random.Generator
         Source of the pixel noise (drawn batch after batch, in case order).
+    extra : callable, optional
+        ``extra(image, index)`` adds further findings to the chunk ``image`` (``(n, D, H, W)``,
+        rows ``index``) in place, after the lesions and before the marker and the site's
+        acquisition (the multi-label mode, :mod:`xai_audit.datasets.multilabel`). It must not
+        draw from ``rng``, so that the pixel noise stays that of the single-label data set.
 
     Returns
     -------
@@ -233,6 +241,8 @@ def render_images(
         index = np.arange(start, min(n, start + step))
         image, _ = render_anatomy(draws.geometry, index, shape, cfg)
         _lesions(image, masks[index[0] : index[-1] + 1], draws, index, volume)
+        if extra is not None:
+            extra(image, index)
         _devices(image, draws, index, cfg)
         _markers(image, draws, index, cfg)
         images[index[0] : index[-1] + 1] = _acquire(image, sites[index], cfg, rng, volume)
