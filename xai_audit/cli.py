@@ -58,12 +58,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .audit.result import AuditResult
+    from .report.cli_verify import load_documentation
 
     result = AuditResult.load(Path(args.result_dir))
     path = result.report(
         args.output or Path(args.result_dir) / "report.html",
         pdf=args.pdf,
         overwrite=args.overwrite,
+        documentation=load_documentation(args.documentation) if args.documentation else None,
     )
     print(f"Report written to {path}")
     if args.pdf:
@@ -142,11 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace files at the report paths even if xai_audit did not write them",
     )
+    p.add_argument(
+        "--documentation",
+        default=None,
+        metavar="FILE",
+        help="YAML/TOML file of documentation fields (e.g. the reviewer's sign-off under "
+        "document_control) laid over the ones recorded with the result",
+    )
     p.set_defaults(func=_cmd_report)
 
     from .compare.cli import add_parser as add_compare
 
     add_compare(sub)
+    from .report.cli_verify import add_parser as add_verify
+
+    add_verify(sub, parents=[common])
     from .audit.check_cli import add_parser as add_check
 
     add_check(sub, parents=[common])

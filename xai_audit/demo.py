@@ -94,12 +94,22 @@ def run_demo(
     manifest = load_manifest(manifest_path)
     model = load_demo_model(device="cpu")
     card = dict(DEMO_MODEL_CARD)
+    trained: dict[str, Any] = {}
     try:
         trained = demo_model_card()
         card["name"] = "xai_audit demo CNN"
         card["version"] = str(trained.get("version", model.version or ""))
     except (OSError, ValueError):
         pass
+    # Documentation fields the data and model cards establish; the rest reads "not provided".
+    import json
+
+    from .datasets.documentation import demo_documentation
+
+    documentation = demo_documentation(
+        json.loads((Path(manifest_path).parent / "card.json").read_text(encoding="utf-8")),
+        trained,
+    )
     result_dir = report_path.with_suffix("")
     audit = Audit(
         model,
@@ -116,6 +126,7 @@ def run_demo(
         quality=DEMO_QUALITY,
         exemplars_per_cell=2,
         model_card=card,
+        documentation=documentation,
         name="Demo audit: synthetic chest radiographs" + (" (control)" if control else ""),
         output_dir=result_dir,
     )

@@ -128,13 +128,17 @@ def subgroup_section(
         )
     thr = res.threshold
     thr_dict = thr.to_dict() if hasattr(thr, "to_dict") else dict(thr)
+    # Binomial intervals where the bootstrap degenerates (at 0/1); calibration-bin bands.
+    from ..fairness.intervals import apply_to_subgroups
+
+    safe = apply_to_subgroups(res, patient_ids)
     return {
         "threshold": thr_dict,
-        "overall": res.overall,
-        "by_group": res.by_group,
+        "overall": safe["overall"],
+        "by_group": safe["by_group"],
         "disparities": res.disparities,
         "gaps": getattr(res, "gaps", pd.DataFrame()),
-        "calibration": res.calibration,
+        "calibration": safe["calibration"],
         "flags": [f.to_dict() if hasattr(f, "to_dict") else dict(f) for f in res.flags],
         "warnings": [str(w) for w in res.warnings],
         "settings": dict(getattr(res, "config", {}) or {}),

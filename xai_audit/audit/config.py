@@ -174,7 +174,9 @@ class AuditConfig:
     model, data, quality : ModelConfig, DataConfig, QualityConfig
     attributes : list of str
         Sensitive attributes (manifest columns).
-    intersections : bool or list of [str, str]
+    intersections : bool, int or list of [str, str, ...]
+        ``true``: every pair of attributes; ``3``: every pair and triple (three-way cells);
+        a list: those intersections; ``false``: none.
     attribute_bins : dict, optional
         Bin edges per numeric attribute (``{age: [0, 40, 65, 120]}``), ``auto`` or ``false``;
         by default numeric attributes with more than 10 values are binned
@@ -204,6 +206,9 @@ class AuditConfig:
     model_card : dict
         ``name``, ``version``, ``intended_use``, ``intended_users``, ``out_of_scope_use``,
         ``training_data``, ``limitations``.
+    documentation : dict
+        Regulatory documentation fields and ``document_control`` (see
+        :mod:`xai_audit.audit.documentation`); a field not given reads "not provided".
     """
 
     name: str = "xai_audit audit"
@@ -230,6 +235,7 @@ class AuditConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     exemplars_per_cell: int = 2
     model_card: dict[str, Any] = field(default_factory=dict)
+    documentation: dict[str, Any] = field(default_factory=dict)
     progress: Any = None  # display only: not part of the audit's settings or hash
     source: str | None = None
 
@@ -488,6 +494,29 @@ def check_shortcut(
     return problems
 
 
+def check_intersections(intersections: Any, attributes: list[str]) -> list[str]:
+    """Problem messages for ``intersections`` (bool, an integer >= 2, or lists of attributes)."""
+    if isinstance(intersections, bool):
+        return []
+    if isinstance(intersections, int):
+        return (
+            []
+            if intersections >= 2
+            else [f"intersections as a number is the most attributes per cell (>= 2), got "
+                  f"{intersections}"]  # fmt: skip
+        )
+    if not isinstance(intersections, list) or not all(
+        isinstance(c, list) and len(c) >= 2 and all(isinstance(a, str) for a in c)
+        for c in intersections
+    ):
+        return [
+            "intersections must be true, false, a number (3: pairs and triples) or a list of "
+            f"attribute lists such as [[sex, age_group]]; got {intersections!r}"
+        ]
+    unknown = sorted({a for c in intersections for a in c} - set(attributes))
+    return [f"intersections name attributes {unknown} that are not in attributes"] if unknown else []
+
+
 def manifest_columns(path: str) -> list[str] | None:
     """Header of a CSV manifest (None when it cannot be read)."""
     try:
@@ -566,6 +595,10 @@ def validate(cfg: AuditConfig) -> list[str]:
     q = cfg.quality
     problems += check_quality_sizes(q)
     problems += check_shortcut(q)
+    from .documentation import check_documentation
+
+    problems += check_documentation(cfg.documentation)
+    problems += check_intersections(cfg.intersections, list(cfg.attributes or []))
     unknown_card = sorted(set(cfg.model_card) - set(MODEL_CARD_FIELDS))
     if unknown_card:
         problems.append(
@@ -735,6 +768,7 @@ def audit_from_config(
         quality=cfg.quality,
         exemplars_per_cell=cfg.exemplars_per_cell,
         model_card=cfg.model_card,
+        documentation=cfg.documentation,
         name=cfg.name,
         output_dir=output_dir or cfg.output_dir,
         fresh=fresh,

@@ -461,7 +461,12 @@ class AuditResult:
         return dumps(strip_images(self.report_data()), indent=indent)
 
     def report(
-        self, path: str | Path | None = None, *, pdf: bool = False, overwrite: bool = False
+        self,
+        path: str | Path | None = None,
+        *,
+        pdf: bool = False,
+        overwrite: bool = False,
+        documentation: dict[str, Any] | None = None,
     ) -> Path:
         """Write the self-contained HTML report (and its JSON twin next to it).
 
@@ -477,6 +482,10 @@ class AuditResult:
             Also print it to PDF with headless Chromium (needs playwright and Chromium).
         overwrite : bool, default False
             Replace existing files at the report's paths even if xai_audit did not write them.
+        documentation : dict, optional
+            Documentation fields laid over the recorded ones for this report (e.g. a
+            reviewer's sign-off: ``{"document_control": {"reviewer": ..., "review_date":
+            ...}}``; see :mod:`xai_audit.audit.documentation`).
 
         Returns
         -------
@@ -499,7 +508,9 @@ class AuditResult:
             from .labels import write_label_reports
 
             return write_label_reports(self, path, pdf=pdf, overwrite=overwrite)
-        return write_report(self, path, pdf=pdf, overwrite=overwrite)
+        return write_report(
+            self, path, pdf=pdf, overwrite=overwrite, documentation=documentation
+        )
 
     # ------------------------------------------------------------------ widgets
     def explorer(self, data: Any = None, model: Any = None, **kwargs: Any) -> Any:

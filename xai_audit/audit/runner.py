@@ -102,6 +102,9 @@ class Audit:
         Long side of stored exemplar thumbnails, pixels.
     model_card : dict, optional
         Intended use, intended users, out-of-scope use, training data, limitations, ...
+    documentation : dict, optional
+        Regulatory documentation fields and document control, shown in the report's
+        documentation checklist (see :mod:`xai_audit.audit.documentation`).
     name : str, optional
         Title of the audit.
     output_dir : str or Path, optional
@@ -172,6 +175,7 @@ class Audit:
         exemplars_per_cell: int = 2,
         thumbnail_size: int = 96,
         model_card: Mapping[str, Any] | None = None,
+        documentation: Mapping[str, Any] | None = None,
         name: str | None = None,
         output_dir: str | Path | None = None,
         fresh: bool = False,
@@ -200,7 +204,9 @@ class Audit:
         self._change_control_problems = cc.problems
         self.tolerance = tolerance
         self.intersections = (
-            intersections if isinstance(intersections, bool) else [tuple(p) for p in intersections]
+            intersections
+            if isinstance(intersections, (bool, int))
+            else [tuple(p) for p in intersections]
         )
         self.min_group_size = int(min_group_size)
         self.n_boot = int(n_boot)
@@ -215,6 +221,9 @@ class Audit:
         self.exemplars_per_cell = int(exemplars_per_cell)
         self.thumbnail_size = int(thumbnail_size)
         self.model_card = dict(model_card or {})
+        from .documentation import normalise_documentation
+
+        self.documentation = normalise_documentation(documentation)
         self.name = name or f"Audit of {model.name}"
         self.fresh = fresh
         self.overwrite = bool(overwrite)
@@ -442,6 +451,7 @@ class Audit:
             "threshold_note": self.threshold_note,
             "performance_floor": self.performance_floor,
             "criteria": self.criteria.source if self.criteria is not None else None,
+            "documentation": self.documentation,
         }
 
     @property

@@ -47,8 +47,9 @@ def demo_documentation(card: dict[str, Any], model_card: dict[str, Any]) -> dict
             f"{tr.get('n_train')} training, {tr.get('n_val')} validation and "
             f"{tr.get('n_test')} test images from the synthetic generator "
             f"{card.get('generator')} {card.get('generator_version')} (prevalence "
-            f"{cfg.get('prevalence')}), with the same injected effects as the audited data "
-            f"({effects})."
+            f"{cfg.get('prevalence')}), with the generator's default injected effects "
+            "(fainter lesions at age 65+, a corner marker at site C); injected in the audited "
+            f"data: {effects}."
         ),
         "training_data_demographics": {
             a: _share(v.get("configured") or {}) + " (generator probabilities)"

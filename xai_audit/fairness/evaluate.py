@@ -120,7 +120,8 @@ def evaluate_subgroups(
         ``("sensitivity", t)``, ``("specificity", t)``, ``"max_f1"``; a dict gives one per
         label. ``None`` means ``"youden"``. Predicted positive means ``score >= threshold``.
     intersections : bool or list of tuples
-        ``True``: every pair of attributes; a list: those intersections; ``False``: none.
+        ``True``: every pair of attributes; an integer k >= 2: every combination of 2 to k
+        attributes (3 adds three-way cells); a list: those intersections; ``False``: none.
     patient_id : array-like of shape (N,), optional
         Resample patients instead of images (images of a patient move together).
     n_boot : int

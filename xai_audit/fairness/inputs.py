@@ -358,6 +358,12 @@ def as_specs(columns: Sequence[str], intersections: Any) -> list[GroupSpec]:
         combos = list(itertools.combinations(columns, 2))
     elif intersections is False or intersections is None:
         combos = []
+    elif isinstance(intersections, int):  # up to that many attributes: 3 adds three-way cells
+        if intersections < 2:
+            raise ValueError(f"intersections as a number must be >= 2, got {intersections}")
+        combos = [
+            c for k in range(2, intersections + 1) for c in itertools.combinations(columns, k)
+        ]
     else:
         combos = [tuple(str(c) for c in combo) for combo in intersections]
     for combo in combos:

@@ -149,6 +149,14 @@ def reliability(
         if rows.empty:
             continue
         color = "k" if k == 0 else f"C{(k - 1) % 10}"
+        if "ci_low" in rows and rows["ci_low"].notna().any():  # binomial bands of each bin
+            lo, hi = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+            fp = rows["fraction_positive"].to_numpy(float)
+            if k == 0:
+                ax.fill_between(rows["mean_predicted"], lo, hi, color="k", alpha=0.12, lw=0)
+            else:
+                ax.errorbar(rows["mean_predicted"], fp, yerr=[fp - lo, hi - fp], fmt="none",
+                            ecolor=color, elinewidth=0.7, alpha=0.5, capsize=1.5)  # fmt: skip
         ax.plot(
             rows["mean_predicted"],
             rows["fraction_positive"],

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
+from .regulatory import SCHEMA_VERSION, add_regulatory, calibration_bins, resolve_target_layer
 
 if TYPE_CHECKING:
     from ..audit.result import AuditResult
@@ -48,6 +49,8 @@ SECTIONS = (
     ("explanations", "7. Explanations"),
     ("trust", "8. Explanation trust"),
     ("provenance", "9. Limitations and provenance"),
+    ("documentation", "10. Regulatory documentation"),
+    ("compliance", "11. Compliance map"),
 )
 
 
@@ -79,6 +82,7 @@ def _metric_row(metric: str, row: pd.Series | dict[str, Any]) -> dict[str, Any]:
         "value": _f(row["value"]),
         "ci_low": _f(row["ci_low"]),
         "ci_high": _f(row["ci_high"]),
+        "ci_method": row.get("ci_method"),  # bootstrap, or binomial at 0/1 (fairness.intervals)
     }
 
 
@@ -183,6 +187,7 @@ def calibration(result: AuditResult) -> dict[str, Any]:
             for r in ece.to_dict("records")
             if " × " not in str(r["attribute"]) and r["attribute"] != "overall"
         ],
+        "bins": calibration_bins(result.subgroups["calibration"]),  # overall, with counts/CIs
     }
 
 
@@ -212,7 +217,9 @@ def explanations(result: AuditResult) -> dict[str, Any]:
     counts = {m: dict(v.get("counts", {})) for m, v in result.mean_maps.items()}
     n_ex = result.exemplars.get("rows")
     return {
-        "methods": [dict(m) for m in result.methods],
+        "methods": resolve_target_layer(
+            [dict(m) for m in result.methods], result.model_info.get("target_layer")
+        ),
         "galleries": galleries,
         "per_cell": result.config.get("exemplars_per_cell"),
         "n_exemplars": int(len(n_ex)) if n_ex is not None else 0,
@@ -373,7 +380,8 @@ def build_report_data(result: AuditResult) -> dict[str, Any]:
     from ..audit.criteria import report_data as criteria_report
     ds = dict(result.data_summary)
     mi = dict(result.model_info)
-    return {
+    data = {
+        "schema_version": SCHEMA_VERSION,
         "meta": {
             "title": result.name,
             "generator": f"xai_audit {__version__}",
@@ -392,6 +400,7 @@ def build_report_data(result: AuditResult) -> dict[str, Any]:
         "provenance": provenance(result),
         "criteria": criteria_report(result),  # acceptance criteria checked in the run
     }
+    return add_regulatory(data, result)  # documentation, compliance map, integrity
 
 
 def strip_images(data: dict[str, Any]) -> dict[str, Any]:

@@ -102,7 +102,8 @@ def _doc(key: str) -> Evidence:
         return any(r["key"] == key and r["provided"] for r in rows)
 
     label = next(f.label for f in CARD_FIELDS + FIELDS if f.key == key)
-    return f"{label} (documentation)", check
+    where = "model card" if key in {f.key for f in CARD_FIELDS} else "documentation"
+    return f"{label} ({where})", check
 
 
 def _has(label: str, *path: str) -> Evidence:
@@ -125,11 +126,14 @@ def _find_key(obj: Any, key: str) -> bool:
 
 
 def _threshold_source() -> Evidence:
-    # Recorded by the acceptance-criteria work (``threshold_source``: where the operating
-    # threshold came from); wherever the twin holds it, it counts.
-    return "Source of the operating threshold stated", lambda d: _find_key(
-        {k: v for k, v in d.items() if k != "compliance"}, "threshold_source"
-    )
+    # Recorded by the acceptance-criteria work: where the operating threshold came from
+    # (``performance.threshold.source``, or a ``threshold_source`` key wherever it sits).
+    def check(d: dict[str, Any]) -> bool:
+        if _get(d, "performance", "threshold", "source") not in (None, "", {}):
+            return True
+        return _find_key({k: v for k, v in d.items() if k != "compliance"}, "threshold_source")
+
+    return "Source of the operating threshold stated", check
 
 
 def _cis(d: dict[str, Any]) -> bool:
@@ -354,3 +358,19 @@ def calibration_bins(calibration: Any) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def report_schema(version: str = SCHEMA_VERSION) -> dict[str, Any]:
+    """The published JSON Schema of the report's JSON twin (package data).
+
+    >>> import jsonschema
+    >>> jsonschema.validate(json.load(open("report.json")), report_schema())
+    """
+    import json
+    from importlib import resources
+
+    major = version.split(".")[0]
+    text = (
+        resources.files("xai_audit.report") / "schema" / f"report-v{major}.schema.json"
+    ).read_text(encoding="utf-8")
+    return json.loads(text)

@@ -12,6 +12,7 @@ import jinja2
 
 from ..audit._io import atomic_write_text, dumps
 from .content import OUTCOMES, SECTIONS, build_figures, build_report_data
+from .integrity import seal
 
 if TYPE_CHECKING:
     from ..audit.result import AuditResult
@@ -124,7 +125,12 @@ def check_report_paths(path: str | Path, *, pdf: bool = False, overwrite: bool =
 
 
 def write_report(
-    result: AuditResult, path: str | Path, *, pdf: bool = False, overwrite: bool = False
+    result: AuditResult,
+    path: str | Path,
+    *,
+    pdf: bool = False,
+    overwrite: bool = False,
+    documentation: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``path`` (HTML) and its JSON twin ``path.with_suffix('.json')``.
 
@@ -139,11 +145,15 @@ def write_report(
         Also print a PDF next to it with headless Chromium (see :func:`export_pdf`).
     overwrite : bool, default False
         Replace existing files at these paths even if xai_audit did not write them.
+    documentation : dict, optional
+        Documentation fields (e.g. the reviewer's sign-off under ``document_control``) laid
+        over the ones recorded with the result, for this report only.
 
     Returns
     -------
     Path
-        The HTML file.
+        The HTML file. Its SHA-256 (see :mod:`xai_audit.report.integrity`) is written in its
+        footer and in the twin's ``integrity.report_sha256``.
 
     Raises
     ------
@@ -155,7 +165,11 @@ def write_report(
     path = Path(path)
     check_report_paths(path, pdf=pdf, overwrite=overwrite)
     data = build_report_data(result)
-    html = render_html(result, data)
+    if documentation:
+        from .regulatory import add_regulatory
+
+        data = add_regulatory(data, result, documentation)
+    html, data["integrity"]["report_sha256"] = seal(render_html(result, data))
     atomic_write_text(path, html)
     atomic_write_text(path.with_suffix(".json"), dumps(data))
     log.info(
