@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ..model import ModelAdapter, NonFiniteError, eval_mode, iter_image_batches
 from ..model.batching import n_items
+from . import _layer_cache
 from .base import Attribution, Explainer, available_methods, get_method
 from .hooks import hook_guard
 from .targets import TargetLike, TargetSpec
@@ -102,6 +103,11 @@ def explain(
     (8, 128, 128)
     """
     adapter = as_adapter(model)
+    # A bare module gets a fresh adapter per call: reuse what earlier calls found (the CAM
+    # layer search is a forward pass), see _layer_cache.
+    bare = None if isinstance(model, ModelAdapter) else model
+    if bare is not None:
+        _layer_cache.restore(bare, adapter)
     explainer: Explainer = get_method(method)(**params)
     spec = TargetSpec.parse(target)
     batch_size = int(batch_size or adapter.batch_size)
@@ -148,6 +154,8 @@ def explain(
             bar.close()
             explainer.indices = None
             explainer.batch_logits = None
+    if bare is not None:
+        _layer_cache.remember(bare, adapter)
     if seen == 0:
         raise ValueError("No images were given.")
     spec.check_count(seen)

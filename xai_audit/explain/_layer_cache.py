@@ -1,0 +1,66 @@
+"""What ``explain(bare_module, x)`` found out about a module, kept for its next call.
+
+``explain`` wraps a bare ``nn.Module`` in a fresh :class:`~xai_audit.model.ModelAdapter` on
+every call, and a fresh adapter searches the CAM target layer again with a probing forward
+pass (and infers a reshape for token layers), and learns the number of outputs with another
+one: together about half of a small Grad-CAM call. The
+facts are kept here, keyed weakly on the module (a module that is garbage-collected drops its
+entry) and stamped with the module's structure (every submodule's name, type and identity),
+so that replacing or adding a submodule makes the entry stale and the search runs again.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from torch import nn
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def structure(module: nn.Module) -> tuple:
+    """The module tree's identity: ``(name, type, id)`` of every submodule, in order, and the
+    shape of every parameter (a resized head changes the number of outputs)."""
+    return tuple((name, type(m), id(m)) for name, m in module.named_modules()) + tuple(
+        tuple(p.shape) for p in module.parameters()
+    )
+
+
+def restore(module: nn.Module, adapter: Any) -> None:
+    """Give a fresh adapter of ``module`` what an earlier call found (if still valid)."""
+    entry = _CACHE.get(module)
+    if entry is None or entry[0] != structure(module):
+        return
+    facts = entry[1]
+    if adapter._n_outputs is None and facts.get("n_outputs") is not None:
+        adapter._n_outputs = facts["n_outputs"]  # spares explain()'s one-image forward pass
+    if adapter._target_layer is None and facts.get("target_layer") is not None:
+        adapter._target_layer = facts["target_layer"]
+    reshapes = getattr(adapter, "_auto_reshapes", None)
+    if isinstance(reshapes, dict):
+        for key, value in facts.get("auto_reshapes", {}).items():
+            reshapes.setdefault(key, value)
+
+
+def remember(module: nn.Module, adapter: Any) -> None:
+    """Keep what ``adapter`` found out about ``module`` (target layer, output width,
+    inferred reshapes)."""
+    target = adapter._target_layer
+    reshapes = getattr(adapter, "_auto_reshapes", None)
+    if target is None and not reshapes:
+        return
+    facts: dict[str, Any] = {"target_layer": target, "n_outputs": adapter._n_outputs}
+    if isinstance(reshapes, dict):
+        facts["auto_reshapes"] = dict(reshapes)
+    try:
+        _CACHE[module] = (structure(module), facts)
+    except TypeError:  # pragma: no cover - a module that cannot be weakly referenced
+        pass
+
+
+def clear() -> None:
+    """Forget every module (tests)."""
+    _CACHE.clear()
