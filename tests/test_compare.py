@@ -269,6 +269,40 @@ def test_paired_difference_intervals_cover_the_true_difference():
     assert coverage[3] < 0.91, coverage
 
 
+@pytest.mark.slow
+def test_group_changes_are_not_named_by_chance():
+    """Clean controls: two equally good models (independent noise) over 6 seeds; per-row 95%
+    intervals exclude 0 for several of the 77 group rows, the listed group changes
+    (simultaneous intervals) stay empty in at least 5 of 6. With a real effect (weaker signal
+    only in age_group=65+) the 65+ loss is listed in every seed, and nothing is listed for
+    groups that hold no 65+ case."""
+    from xai_audit.compare.text import largest_changes
+
+    listed_null, per_row_null, hits, disjoint = 0, 0, 0, 0
+    for seed in range(6):
+        df = cohort(seed=100 + seed)
+        s = scores(df, 3.0, 1.0, seed=1000 + seed)
+        a = make_result(df, s, "a")
+        b = make_result(df, scores(df, 3.0, 1.0, seed=2000 + seed), "b")
+        c = compare_audits(a, b, patients=patients(df), n_boot=300, seed=seed)
+        listed_null += bool(len(largest_changes(c.differences)))
+        rows = c.differences[c.differences.attribute != "overall"]
+        per_row_null += int(((rows.ci_low > 0) | (rows.ci_high < 0)).sum())
+        old = (df.age_group == "65+").to_numpy()
+        s2 = s.copy()
+        s2[old] = scores(df, 1.0, 1.0, seed=3000 + seed)[old]
+        c2 = compare_audits(a, make_result(df, s2, "e"), patients=patients(df), n_boot=300,
+                            seed=seed)  # fmt: skip
+        lc = largest_changes(c2.differences, k=999)
+        hits += bool(((lc.attribute == "age_group") & (lc.group == "65+")
+                      & (lc.verdict == "worse")).any())  # fmt: skip
+        disjoint += int(lc.group.str.contains("18-39|40-64").sum())
+    assert per_row_null >= 6  # the multiplicity problem is real here
+    assert listed_null <= 1
+    assert hits == 6
+    assert disjoint == 0
+
+
 # ---------------------------------------------------------------------------- outputs
 def test_save_load_and_report(data, reference, worse, tmp_path):
     cmp = compare_audits(reference, worse, patients=patients(data), n_boot=100)

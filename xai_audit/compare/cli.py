@@ -88,7 +88,25 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - one message, exit 2 (the CLI's input-error code)
         if getattr(args, "debug", False):
             raise
-        print(f"xai-audit compare: error: {exc}", file=sys.stderr)
+        from ..audit.result import ResultError
+        from ..audit.store import NotOwnedError
+        from .comparison import ComparisonError
+
+        expected = (ComparisonError, ResultError, NotOwnedError, OSError)
+        try:
+            from ..audit.criteria import CriteriaError
+
+            expected += (CriteriaError,)
+        except ImportError:  # pragma: no cover - criteria module absent
+            pass
+        if isinstance(exc, expected):
+            print(f"xai-audit compare: error: {exc}", file=sys.stderr)
+        else:  # a bug: name it, keep it to one message (--debug shows the traceback)
+            print(
+                f"xai-audit compare: internal error {type(exc).__name__}: {exc} "
+                "(rerun with --debug for the traceback and please report it)",
+                file=sys.stderr,
+            )
         return EXIT_INCONCLUSIVE
 
 

@@ -22,6 +22,7 @@ from .paired import (
     gap_change_interval,
     metric_index,
     paired_metrics,
+    simultaneous_interval,
 )
 
 #: ``attribute`` and ``group`` of the whole-data rows of every comparison table.
@@ -39,6 +40,8 @@ DIFFERENCE_COLUMNS = [
     "n",
     "n_pos",
     "status",
+    "sim_low",
+    "sim_high",
 ]
 GAP_COLUMNS = [
     "metric",
@@ -72,9 +75,10 @@ class Comparison:
         attributes, intersections, thresholds`` (each model's value and rule).
     differences : pandas.DataFrame
         One row per metric and group: ``metric, attribute, group, reference, new, diff,
-        ci_low, ci_high, n`` (+ ``n_pos, status``). ``diff = new - reference``, with its
-        paired patient-level percentile interval; the whole data set is ``attribute ==
-        group == "overall"``.
+        ci_low, ci_high, n`` (+ ``n_pos, status, sim_low, sim_high``). ``diff = new -
+        reference``, with its paired patient-level percentile interval; the whole data set is
+        ``attribute == group == "overall"``. ``sim_low, sim_high``: simultaneous (max-t)
+        intervals over every row, used to list group changes without chance findings.
     gap_changes : pandas.DataFrame
         Per group and metric, the gap to overall in each model and its change
         (``metric, attribute, group, reference_gap, new_gap, change, ci_low, ci_high, n``).
@@ -477,14 +481,16 @@ def compare_audits(
     pm = paired_metrics(y, (s_ref, s_new), thr, units, n_units, groups, min_group_size=mgs,
                         n_boot=n_boot, seed=seed, n_bins=n_bins)  # fmt: skip
     diff, lo, hi = diff_interval(pm, ci)
+    sim_lo, sim_hi, crit = simultaneous_interval(pm, idx_m, ci)
     ref_gap, new_gap, change, glo, ghi = gap_change_interval(pm, ci)
 
     drows, grows = [], []
     for gi, g in enumerate(groups):
-        for mi, metric in zip(idx_m, metrics):
+        for k, (mi, metric) in enumerate(zip(idx_m, metrics)):
             drows.append((metric, g.attribute, g.name, pm.point[0, gi, mi], pm.point[1, gi, mi],
                           diff[gi, mi], lo[gi, mi], hi[gi, mi], int(pm.counts[gi, 0]),
-                          int(pm.counts[gi, 1]), pm.status[gi]))  # fmt: skip
+                          int(pm.counts[gi, 1]), pm.status[gi], sim_lo[gi, k],
+                          sim_hi[gi, k]))  # fmt: skip
             if gi:
                 grows.append((metric, g.attribute, g.name, ref_gap[gi, mi], new_gap[gi, mi],
                               change[gi, mi], glo[gi, mi], ghi[gi, mi],
@@ -509,6 +515,7 @@ def compare_audits(
         "resampling_unit": unit,
         "n_boot": int(n_boot),
         "ci": float(ci),
+        "simultaneous_critical_value": crit,
         "seed": seed,
         "min_group_size": mgs,
         "metrics": list(metrics),

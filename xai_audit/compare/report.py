@@ -55,7 +55,11 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     if "metric" in out:
         out["name"] = DISPLAY.get(out["metric"], out["metric"])
         if "ci_low" in r and "diff" in r:
-            out["verdict"] = verdict(out["metric"], float(r["ci_low"]), float(r["ci_high"]))
+            # groups: simultaneous intervals (no chance findings among many rows); overall:
+            # the row's own interval (the pre-specified headline comparison)
+            sim = "sim_low" in r and r.get("attribute") != "overall"
+            lo, hi = (r["sim_low"], r["sim_high"]) if sim else (r["ci_low"], r["ci_high"])
+            out["verdict"] = verdict(out["metric"], float(lo), float(hi))
     return out
 
 

@@ -38,14 +38,20 @@ def verdict(metric: str, ci_low: float, ci_high: float) -> str:
     return "better" if (up == (sign > 0)) else "worse"
 
 
-def largest_changes(differences: pd.DataFrame, k: int = 5) -> pd.DataFrame:
-    """Group rows whose interval excludes 0, worst direction first (by interval bound)."""
+def largest_changes(differences: pd.DataFrame, k: int = 6) -> pd.DataFrame:
+    """Group rows that changed beyond chance, largest first (worse before better).
+
+    A row counts when its simultaneous interval (``sim_low``/``sim_high``: max-t over every
+    group and metric of the comparison) excludes 0; per-row intervals would list about 5% of
+    the rows of two equally good models.
+    """
+    lo_col, hi_col = ("sim_low", "sim_high") if "sim_low" in differences else ("ci_low", "ci_high")
     d = differences[differences["attribute"] != "overall"].copy()
-    d = d[np.isfinite(d["ci_low"]) & np.isfinite(d["ci_high"])]
-    d = d[(d["ci_low"] > 0) | (d["ci_high"] < 0)]
+    d = d[np.isfinite(d[lo_col]) & np.isfinite(d[hi_col])]
+    d = d[(d[lo_col] > 0) | (d[hi_col] < 0)]
     if d.empty:
         return d
-    d["verdict"] = [verdict(r.metric, r.ci_low, r.ci_high) for r in d.itertuples()]
+    d["verdict"] = [verdict(m, a, b) for m, a, b in zip(d["metric"], d[lo_col], d[hi_col])]
     d["size"] = d["diff"].abs()
     return d.sort_values(["verdict", "size"], ascending=[False, False]).head(k)
 
@@ -77,9 +83,20 @@ def summary_text(cmp: Comparison, metrics: Sequence[str] | None = None) -> str:
             f"{DISPLAY.get(r.metric, r.metric):<13}{_v(r.reference):>10}{_v(r.new):>9}"
             f"{_n(r.diff):>9}  {ci:<19}{verdict(r.metric, r.ci_low, r.ci_high)}"
         )
-    big = largest_changes(cmp.differences)
+    changed = largest_changes(cmp.differences, k=len(cmp.differences))
+    if changed.empty:
+        changed = changed.assign(verdict=pd.Series(dtype=str))
+    big = pd.concat(
+        [
+            changed[changed["verdict"] == "worse"].head(5),
+            changed[changed["verdict"] == "better"].head(3),
+        ]
+    )
     if len(big):
-        lines += ["", "Group changes whose interval excludes 0:"]
+        lines += [
+            "",
+            "Group changes beyond chance (simultaneous intervals over all groups and metrics):",
+        ]
         for r in big.itertuples():
             lines.append(
                 f"  {DISPLAY.get(r.metric, r.metric)} {describe_group(r.attribute, r.group)}: "
