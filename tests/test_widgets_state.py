@@ -320,15 +320,24 @@ def test_case_review_similar_cases(source, data):
     r = CaseReviewState(source, cid, methods=["bright"], k_similar=5, deletion=False)
     sim = r.similar()
     assert len(sim) == 5 and cid not in set(sim["case_id"])
-    assert sim["similarity"].is_monotonic_decreasing
     pid = source.case(cid)["patient_id"]
     assert not (source.table.set_index("case_id").loc[sim["case_id"], "patient_id"] == pid).any()
-    emb = source.embeddings()
-    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    # distance: Euclidean in features standardised over the data set (by hand), relative to
+    # the median distance to the other patients' cases
+    emb = source.embeddings().astype(np.float64)
+    emb = emb[:, emb.std(axis=0) > 0]  # constant (dead) features carry no information
+    z = (emb - emb.mean(axis=0)) / emb.std(axis=0)
+    i = source.row(cid)
+    d = np.linalg.norm(z - z[i], axis=1)
+    others = source.table["patient_id"].to_numpy() != pid
     j = source.row(sim["case_id"].iloc[0])
-    assert sim["similarity"].iloc[0] == pytest.approx(
-        float(unit[source.row(cid)] @ unit[j]), rel=1e-5
-    )
+    assert d[j] == pytest.approx(d[others].min())
+    assert sim["distance"].iloc[0] == pytest.approx(d[j] / np.median(d[others]), rel=1e-6)
+    assert sim["distance"].is_monotonic_increasing
+    # closer_than: share of the other cases (not this patient's) that are farther away
+    expected = (d[others] > d[j]).sum() / (others.sum() - 1)
+    assert sim["closer_than"].iloc[0] == pytest.approx(expected)
+    assert sim["closer_than"].is_monotonic_decreasing and sim["closer_than"].iloc[0] > 0.9
     assert r.similar_png().startswith(PNG_MAGIC)
 
 

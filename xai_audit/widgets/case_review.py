@@ -12,17 +12,20 @@ import ipywidgets as w
 import pandas as pd
 
 from ._base import StaticFallbackBox
+from ._clinical import OUTCOME_WORDS, closer_text
 from ._source import CaseSource, ExplainFn
 from ._static import STYLE, esc, frame_table, img_tag, panel
 from .case_review_state import CaseReviewState
 
-QUALITY_COLUMNS = [
-    "method",
-    "pointing_game",
-    "mass_in_mask",
-    "shortcut_share",
-    "deletion_advantage",
-]
+#: Columns of the similar-case table, with the names shown to a clinician.
+SIMILAR_COLUMNS = {
+    "case_id": "case",
+    "truth": "truth",
+    "prediction": "prediction",
+    "score": "score",
+    "closer_than": "closeness (rank among all cases)",
+    "distance": "distance (1 = a typical case)",
+}
 
 
 class CaseReview(StaticFallbackBox):
@@ -186,7 +189,30 @@ class CaseReview(StaticFallbackBox):
     def _quality_html(self) -> str:
         q = self.state.quality()
         caps = "".join(f"<li>{esc(c)}</li>" for c in q["caption"])
-        return frame_table(q[QUALITY_COLUMNS]) + f"<ul style='{STYLE}'>{caps}</ul>"
+        return frame_table(self.state.plain_quality()) + f"<ul style='{STYLE}'>{caps}</ul>"
+
+    def similar_cases_table(self) -> pd.DataFrame:
+        """The similar cases in plain words (truth, prediction, score, how close)."""
+        s = self.state
+        sim = s.similar()
+        out = pd.DataFrame(
+            {
+                "case_id": sim["case_id"],
+                "truth": ["unknown" if pd.isna(v) else s._class_word(int(v)) for v in sim["label"]],
+                "prediction": [
+                    s._class_word(int(v >= s.source.threshold)) for v in sim["score"].astype(float)
+                ],
+                "score": sim["score"].astype(float).round(2),
+                "closer_than": [closer_text(v) for v in sim["closer_than"]],
+                "distance": sim["distance"].astype(float).round(2),
+            }
+        )
+        out["prediction"] += [
+            f" ({OUTCOME_WORDS[o]})" if o in OUTCOME_WORDS else "" for o in sim["outcome"]
+        ]
+        for a in s.source.attributes:
+            out[a] = sim[a].to_numpy()
+        return out.rename(columns=SIMILAR_COLUMNS)
 
     def _captions_html(self) -> str:
         items = "".join(f"<li>{esc(c)}</li>" for c in self.state.captions())
@@ -205,18 +231,16 @@ class CaseReview(StaticFallbackBox):
             self.similar_image.value = b""
             self.similar_table.value = f"<i style='{STYLE}'>{esc(exc)}</i>"
             return
+        del sim
         self.similar_image.value = s.similar_png()
-        self.similar_table.value = frame_table(
-            sim[["case_id", "similarity", "label", "score", "outcome", *s.source.attributes]]
-        )
+        self.similar_table.value = frame_table(self.similar_cases_table())
 
     def static_html(self) -> str:
         """The review as static HTML."""
         s = self.state
         try:
-            sim = s.similar()
             similar = img_tag(s.similar_png(), "similar cases") + frame_table(
-                sim[["case_id", "similarity", "label", "score", "outcome"]]
+                self.similar_cases_table()
             )
         except RuntimeError as exc:
             similar = f"<i>{esc(exc)}</i>"

@@ -16,8 +16,18 @@ import numpy as np
 import pandas as pd
 
 from ._captions import confidence_caption, method_caption, quality_caption
+from ._clinical import (
+    closer_than,
+    labelled_tiles,
+    plain_quality_table,
+    relative_distance,
+    standardised_distance,
+    tile_caption,
+    with_colorbar,
+)
 from ._compat import deletion_fn, localisation_fn, shortcut_mass_fn
 from ._render import (
+    TITLE_HEIGHT,
     contour_rgb,
     gray_rgb,
     image_slice,
@@ -161,7 +171,9 @@ class CaseReviewState:
             attr = map_slice(self.source.attribution(cid, m))
             panels.append(contour_rgb(overlay_rgb(plane, attr, self.cmap, self.alpha), mplane))
             titles.append(m)
-        return png_bytes(panel_strip(panels, titles, size=self.size))
+        strip = panel_strip(panels, titles, size=self.size)
+        # What the colours mean: from no evidence to the strongest evidence in this image.
+        return png_bytes(with_colorbar(strip, self.cmap, TITLE_HEIGHT) if self.methods else strip)
 
     def captions(self) -> list[str]:
         """One plain-language sentence per method."""
@@ -181,6 +193,16 @@ class CaseReviewState:
         done = tuple(self._deletion.get((self.case_id, m)) for m in self.methods)
         key = ("quality", self.case_id, tuple(self.methods), done)
         return self._cache.get_or(key, self._quality)
+
+    def plain_quality(self) -> pd.DataFrame:
+        """:meth:`quality` in plain words, as the review shows it (no jargon column names).
+
+        Columns: "explanation", "strongest evidence inside the lesion outline" (yes/no),
+        "share of the evidence inside the lesion outline", "share of evidence in the suspected
+        shortcut region" (with the share an even spread would give), "score drop when the
+        highlighted area is removed vs random areas".
+        """
+        return plain_quality_table(self.quality())
 
     def run_deletion(self) -> dict[str, float]:
         """Deletion test of the current case, per method (cached).
@@ -279,12 +301,25 @@ class CaseReviewState:
             "shortcut_share": get(f"shortcut__{method}"),
         }
 
+    def _class_word(self, positive: int) -> str:
+        """The class name of a 0/1 decision ("lesion" / "normal", or "no lesion")."""
+        names = self.source.class_names
+        pos = self.source.positive_index
+        if positive:
+            return names[pos]
+        return names[1 - pos] if len(names) == 2 else f"no {names[pos]}"
+
     # ------------------------------------------------------------------ similar cases
     def similar(self, k: int | None = None) -> pd.DataFrame:
-        """The ``k`` most similar other cases by cosine similarity of the model's features.
+        """The ``k`` most similar other cases by the model's features.
 
-        Images of the same patient are left out (they would be trivially similar).
-        Columns: ``case_id, similarity, label, score, outcome`` and the attributes.
+        Closeness is the Euclidean distance between the features standardised over the data
+        set (:func:`xai_audit.widgets._clinical.standardised_distance`; the plain cosine of
+        ReLU features is 0.99+ for almost any pair), given as ``distance`` relative to the
+        median distance from this case to the others (1 = a typical case) and as
+        ``closer_than``, the share of the other cases that are farther away ("closer than 97%
+        of cases"). Images of the same patient are left out (they would be trivially similar).
+        Columns: ``case_id, distance, closer_than, label, score, outcome`` and the attributes.
         """
         k = self.k_similar if k is None else int(k)
         key = ("similar", self.case_id, k)
@@ -292,47 +327,39 @@ class CaseReviewState:
 
     def _similar(self, k: int) -> pd.DataFrame:
         emb = self.source.embeddings()
-        unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         i = self.source.row(self.case_id)
-        sims = unit @ unit[i]
+        dist = standardised_distance(emb, i)
         t = self.source.table
         exclude = np.zeros(len(t), dtype=bool)
         exclude[i] = True
         if "patient_id" in t.columns and pd.notna(t.at[i, "patient_id"]):
             exclude |= (t["patient_id"] == t.at[i, "patient_id"]).to_numpy()
-        sims = np.where(exclude, -np.inf, sims)
-        order = np.argsort(-sims, kind="stable")[: min(k, int((~exclude).sum()))]
+        rank = closer_than(-dist, ~exclude)
+        rel = relative_distance(dist, ~exclude)
+        order = np.argsort(np.where(exclude, np.inf, dist), kind="stable")
+        order = order[: min(k, int((~exclude).sum()))]
         cols = ["case_id", "label", "score", "outcome", *self.source.attributes]
         out = t.iloc[order][cols].reset_index(drop=True)
-        out.insert(1, "similarity", sims[order])
+        out.insert(1, "distance", rel[order])
+        out.insert(2, "closer_than", rank[order])
         return out
 
     def similar_png(self, k: int | None = None, size: int = 120) -> bytes:
-        """Thumbnails of the similar cases titled with their ground truth and score."""
+        """Thumbnails of the similar cases, each captioned "truth: lesion", "prediction: no
+        lesion", "score 0.59" and "closer than 97%" (of the other cases)."""
         table = self.similar(k)
         key = ("similar_png", self.case_id, len(table), size)
 
         def make() -> bytes:
-            names = self.source.class_names
-            pos = self.source.positive_index
-            panels, titles = [], []
+            panels, captions = [], []
             for r in table.itertuples(index=False):
                 panels.append(gray_rgb(image_slice(self.source.image(r.case_id))))
-                truth = (
-                    "?"
-                    if pd.isna(r.label)
-                    else (
-                        names[pos]
-                        if int(r.label) == 1
-                        else names[1 - pos]
-                        if len(names) == 2
-                        else "neg"
-                    )
-                )
-                titles.append(f"{truth}, {r.score:.2f}")
+                truth = "unknown" if pd.isna(r.label) else self._class_word(int(r.label))
+                predicted = self._class_word(int(float(r.score) >= self.source.threshold))
+                captions.append(tile_caption(truth, predicted, float(r.score), r.closer_than))
             if not panels:
                 return png_bytes(np.full((size, size, 3), 255, np.uint8))
-            return png_bytes(panel_strip(panels, titles, size=size))
+            return png_bytes(labelled_tiles(panels, captions, size=size))
 
         return self._cache.get_or(key, make)
 

@@ -1,8 +1,12 @@
 """SubgroupDashboard: subgroup and intersectional performance with a live threshold.
 
 A thin ipywidgets view over :class:`~xai_audit.widgets.dashboard_state.DashboardState`.
-Choosing a group opens its cases in an :class:`ExplanationExplorer` below the dashboard
-(sharing the same cases and cached maps).
+Choosing a group opens its cases at once in an :class:`ExplanationExplorer` below the
+dashboard (sharing the same cases and cached maps).
+
+The threshold slider starts at the audit's exact threshold: its grid of 0.01 steps is laid
+through that value (not through 0), so stepping back lands on it again, and "audit
+threshold" returns to it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as w
+import numpy as np
 import pandas as pd
 
 from ._base import StaticFallbackBox
@@ -18,6 +23,18 @@ from ._metrics import DISPLAY, METRICS
 from ._source import CaseSource, ExplainFn
 from ._static import STYLE, esc, frame_table, img_tag, notes, panel
 from .dashboard_state import DashboardState
+
+PICK_GROUP = "— pick a group to see its cases —"
+THRESHOLD_STEP = 0.01
+
+
+def slider_range(anchor: float, step: float) -> tuple[float, float]:
+    """``(min, max)`` of a slider in [0, 1] whose grid ``min + k * step`` passes ``anchor``."""
+    anchor = float(min(max(anchor, 0.0), 1.0))
+    low = anchor - np.floor(anchor / step + 1e-9) * step
+    high = low + np.floor((1.0 - low) / step + 1e-9) * step
+    return float(low), float(high)
+
 
 SHOWN_COLUMNS = [
     "attribute",
@@ -48,7 +65,8 @@ class SubgroupDashboard(StaticFallbackBox):
     metric : str, default "sensitivity"
     threshold : float, optional
         Initial threshold (default: the operating threshold).
-    min_group_size : int, default 30
+    min_group_size : int, optional
+        Default: the audit's setting, else 30.
     n_boot : int, default 200
         Bootstrap resamples when CIs are recomputed.
     methods : sequence of str, default ("gradcam",)
@@ -68,7 +86,7 @@ class SubgroupDashboard(StaticFallbackBox):
         metric: str = "sensitivity",
         threshold: float | None = None,
         intersect: bool = True,
-        min_group_size: int = 30,
+        min_group_size: int | None = None,
         n_boot: int = 200,
         methods: Sequence[str] = ("gradcam",),
         sensitive: Sequence[str] | None = None,
@@ -135,16 +153,24 @@ class SubgroupDashboard(StaticFallbackBox):
         )
         self.metric.observe(lambda ch: self._on(lambda: s.set_metric(ch["new"])), "value")
         # continuous_update: the point estimates follow the slider while it moves.
+        low, high = slider_range(s.base_threshold, THRESHOLD_STEP)
         self.threshold = w.FloatSlider(
             value=s.threshold,
-            min=0.0,
-            max=1.0,
-            step=0.01,
+            min=low,
+            max=high,
+            step=THRESHOLD_STEP,
             description="threshold",
             continuous_update=True,
-            readout_format=".2f",
+            readout_format=".3f",
         )
-        self.threshold.observe(lambda ch: self._on(lambda: s.set_threshold(ch["new"])), "value")
+        self.threshold.observe(
+            lambda ch: self._on(lambda: s.set_threshold(self._snap(ch["new"]))), "value"
+        )
+        self.reset_button = w.Button(
+            description="audit threshold",
+            tooltip=f"back to the audit's own threshold ({s.base_threshold:.4f})",
+        )
+        self.reset_button.on_click(lambda _b: self.reset_threshold())
         self.ci_button = w.Button(
             description="Compute CIs",
             tooltip="bootstrap the confidence intervals at this threshold",
@@ -154,8 +180,14 @@ class SubgroupDashboard(StaticFallbackBox):
         self.table_html = w.HTML()
         self.warnings_html = w.HTML()
         self.group = w.Dropdown(
-            description="group", layout=w.Layout(width="360px"), style={"description_width": "45px"}
+            options=[(PICK_GROUP, None)],
+            value=None,
+            description="group",
+            layout=w.Layout(width="360px"),
+            style={"description_width": "45px"},
         )
+        # Picking a group shows its cases at once (the button re-opens the current one).
+        self.group.observe(lambda _ch: None if self._building else self._open_selected(), "value")
         self.open_button = w.Button(
             description="Open cases", tooltip="show this group's cases in the explorer"
         )
@@ -166,7 +198,14 @@ class SubgroupDashboard(StaticFallbackBox):
             w.HBox(
                 [
                     self.attributes,
-                    w.VBox([self.intersect, self.metric, self.threshold, self.ci_button]),
+                    w.VBox(
+                        [
+                            self.intersect,
+                            self.metric,
+                            self.threshold,
+                            w.HBox([self.reset_button, self.ci_button]),
+                        ]
+                    ),
                 ]
             ),
             self.forest,
@@ -178,6 +217,16 @@ class SubgroupDashboard(StaticFallbackBox):
         ]
 
     # ------------------------------------------------------------------ events
+    def _snap(self, value: float) -> float:
+        """The audit's exact threshold for a slider value on its grid point (float noise)."""
+        base = self.state.base_threshold
+        return float(base) if abs(float(value) - base) < 1e-6 else float(value)
+
+    def reset_threshold(self) -> None:
+        """Back to the audit's own threshold (where its CIs and flags apply)."""
+        self.threshold.value = self.state.base_threshold
+        self._on(lambda: self.state.set_threshold(self.state.base_threshold))
+
     def _on(self, action: Any) -> None:
         if self._building:
             return
@@ -197,14 +246,16 @@ class SubgroupDashboard(StaticFallbackBox):
             table[SHOWN_COLUMNS].rename(columns={"value": DISPLAY[s.metric]})
         )
         self.warnings_html.value = notes(s.warnings())
-        options = [
-            (f"{a} = {g} (n={n})", (a, g))
-            for a, g, n in table[["attribute", "group", "n"]].itertuples(index=False)
+        options = [(PICK_GROUP, None)] + [
+            (f"{a} = {g} (n={n})" + (" ⚑ flagged" if st == "high" else ""), (a, g))
+            for a, g, n, st in table[["attribute", "group", "n", "status"]].itertuples(index=False)
         ]
-        if [o[1] for o in options] != [o[1] for o in self.group.options]:
+        if [o for o in options] != list(self.group.options):
             self._building = True
             try:
+                current = self.group.value
                 self.group.options = options
+                self.group.value = current if current in [o[1] for o in options] else None
             finally:
                 self._building = False
 
@@ -237,7 +288,9 @@ class SubgroupDashboard(StaticFallbackBox):
         s = self.state
         table = s.table()
         body = (
-            f"<p>{esc(DISPLAY[s.metric])} at threshold {s.threshold:.2f}</p>"
+            f"<p>{esc(DISPLAY[s.metric])} at threshold {s.threshold:.4f}"
+            + (" (the audit's)" if s.at_audit_threshold else "")
+            + "</p>"
             + img_tag(s.forest_png(), "forest plot")
             + notes(s.warnings())
             + frame_table(table[SHOWN_COLUMNS])

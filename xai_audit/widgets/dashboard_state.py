@@ -1,10 +1,15 @@
 """DashboardState: the subgroup dashboard's logic, without any widget.
 
 Chosen attributes (each alone, plus their intersection) and a metric give a table of groups
-with point estimates, confidence intervals and warnings, and a forest plot. Moving the
-threshold recomputes only the point estimates (vectorised, sub-millisecond); confidence
+with point estimates, confidence intervals, statuses and warnings, and a forest plot. Moving
+the threshold recomputes only the point estimates (vectorised, sub-millisecond); confidence
 intervals come from the audit's precomputed table when the threshold is the audit's, and are
 recomputed with the bootstrap only on request (:meth:`DashboardState.compute_cis`).
+
+A group's status is ``"high"`` when it carries a disparity flag, by the audit's own rule
+(:mod:`xai_audit.widgets._flags`): the audit's stored flags at its threshold, the audit's
+function at any other threshold once CIs are computed. Intersections are matched whatever the
+order in which their attributes were chosen.
 """
 
 from __future__ import annotations
@@ -16,6 +21,16 @@ import numpy as np
 import pandas as pd
 
 from ..fairness.inputs import group_keys
+from ._flags import (
+    GroupKey,
+    audit_settings,
+    compute_flags,
+    covered_groups,
+    flag_reason,
+    group_key,
+    index_flags,
+    stored_flags,
+)
 from ._metrics import (
     DISPLAY,
     FREE_METRICS,
@@ -85,10 +100,11 @@ class DashboardState:
         Default: the source's operating threshold.
     intersect : bool, default True
         With several attributes selected, also show their intersection.
-    min_group_size : int, default 30
-        Smaller groups are flagged ("interpret with caution") and drawn hollow.
+    min_group_size : int, optional
+        Smaller groups are marked ("interpret with caution") and drawn hollow. Default: the
+        audit's setting, else 30.
     n_boot, ci : int, float
-        Bootstrap settings of :meth:`compute_cis`.
+        Bootstrap settings of :meth:`compute_cis` (``ci`` defaults to the audit's level).
     auto_ci : bool, optional
         Compute bootstrap CIs whenever the selected attributes change (not on threshold
         moves). Default: True when no precomputed table is available.
@@ -103,9 +119,9 @@ class DashboardState:
         metric: str = "sensitivity",
         threshold: float | None = None,
         intersect: bool = True,
-        min_group_size: int = 30,
+        min_group_size: int | None = None,
         n_boot: int = 200,
-        ci: float = 0.95,
+        ci: float | None = None,
         auto_ci: bool | None = None,
     ) -> None:
         self.source = source
@@ -113,14 +129,25 @@ class DashboardState:
             subgroups = getattr(source.result, "subgroups", None)
         self._pre = _precomputed(subgroups)
         self._pre_ci = self._index_precomputed(self._pre)
+        # The audit's disparity flags (valid at its threshold) and the settings of its rule.
+        pre_flags = stored_flags(subgroups)
+        self._pre_flags = index_flags(pre_flags) if pre_flags is not None else None
+        self._pre_covered = covered_groups(self._pre) if pre_flags is not None else set()
+        self.flag_settings = audit_settings(subgroups)
+        self._flags: dict[tuple[tuple[str, ...], float], tuple[dict, set]] = {}
         self.base_threshold = source.threshold
         self.threshold = float(source.threshold if threshold is None else threshold)
         self.metric = metric
         self._check_metric(metric)
         self.intersect = bool(intersect)
-        self.min_group_size = int(min_group_size)
+        # Default to the audit's own settings, so that statuses match its report.
+        self.min_group_size = int(
+            min_group_size
+            if min_group_size is not None
+            else self.flag_settings.get("min_group_size", 30)
+        )
         self.n_boot = int(n_boot)
-        self.ci = float(ci)
+        self.ci = float(ci if ci is not None else self.flag_settings.get("ci", 0.95))
         self.auto_ci = self._pre is None if auto_ci is None else bool(auto_ci)
         self.selected: list[str] = []
         self._groupings = _LRU(64)
@@ -133,13 +160,19 @@ class DashboardState:
     @staticmethod
     def _index_precomputed(
         table: pd.DataFrame | None,
-    ) -> dict[tuple[str, str, str], tuple[float, float]]:
+    ) -> dict[tuple[GroupKey, str], tuple[float, float]]:
         if table is None or "ci_low" not in table.columns:
             return {}
         return {
-            (str(r.attribute), str(r.group), str(r.metric)): (float(r.ci_low), float(r.ci_high))
+            (group_key(r.attribute, r.group), str(r.metric)): (float(r.ci_low), float(r.ci_high))
             for r in table.itertuples(index=False)
         }
+
+    @staticmethod
+    def _key(grouping: Grouping, k: int) -> GroupKey:
+        if grouping.columns == ():
+            return group_key(*OVERALL)
+        return tuple(sorted(zip(grouping.columns, grouping.values[k])))
 
     def _check_metric(self, metric: str) -> None:
         if metric not in METRICS:
@@ -202,6 +235,7 @@ class DashboardState:
             else None
         )
         t = self.source.table
+        self._compute_flags(pids)
         for g in self.groupings():
             key = (g.attribute, round(self.threshold, 6))
             if key not in self._boot:
@@ -215,6 +249,43 @@ class DashboardState:
                     ci=self.ci,
                 )
 
+    def _compute_flags(self, patient_ids: np.ndarray | None) -> None:
+        """Disparity flags of the current groupings at the current threshold (cached)."""
+        inter = tuple(self.selected) if self.intersect and len(self.selected) > 1 else ()
+        key = (tuple(self.selected), inter, round(self.threshold, 6))
+        if key in self._flags or not self.selected:
+            return
+        self._flags[key] = compute_flags(
+            self.source.table,
+            self.selected,
+            inter,
+            self.threshold,
+            patient_ids=patient_ids,
+            # the audit's rule settings; without an audit, this dashboard's own
+            settings={"min_group_size": self.min_group_size, "ci": self.ci, **self.flag_settings},
+            n_boot=self.n_boot,
+        )
+
+    @property
+    def at_audit_threshold(self) -> bool:
+        """Whether the threshold is the audit's own (where its flags and CIs apply)."""
+        return abs(self.threshold - self.base_threshold) < 1e-9
+
+    def flags(self, grouping: Grouping, k: int) -> list[dict[str, Any]] | None:
+        """Disparity flags of one group at the current threshold; None when not assessed.
+
+        The audit's stored flags at its threshold (for the groups it assessed), else flags
+        computed by :meth:`compute_cis` at this threshold, else None (unknown).
+        """
+        key = self._key(grouping, k)
+        if self._pre_flags is not None and self.at_audit_threshold and key in self._pre_covered:
+            return self._pre_flags.get(key, [])
+        t = round(self.threshold, 6)
+        for (_sel, _inter, thr), (found, covered) in self._flags.items():
+            if thr == t and key in covered:
+                return found.get(key, [])
+        return None
+
     def _ci(self, grouping: Grouping, k: int, metric: str) -> tuple[float, float, str]:
         boot = self._boot.get((grouping.attribute, round(self.threshold, 6)))
         if boot is None and metric in FREE_METRICS:
@@ -223,9 +294,8 @@ class DashboardState:
         if boot is not None and metric in boot:
             lo, hi = boot[metric]
             return float(lo[k]), float(hi[k]), "bootstrap"
-        same_threshold = abs(self.threshold - self.base_threshold) < 1e-9
-        if same_threshold or metric in FREE_METRICS:
-            pre = self._pre_ci.get((grouping.attribute, grouping.names[k], metric))
+        if self.at_audit_threshold or metric in FREE_METRICS:
+            pre = self._pre_ci.get((self._key(grouping, k), metric))
             if pre is not None:
                 return pre[0], pre[1], "audit"
         return float("nan"), float("nan"), ""
@@ -244,6 +314,13 @@ class DashboardState:
                 st, reason = status(n, n_pos, int(values["n_pred_pos"][k]), self.min_group_size)
                 if g.columns == ():
                     st, reason = ("ok", "") if st == "small" else (st, reason)
+                else:
+                    flagged = self.flags(g, k)
+                    if flagged:  # the audit's rule: a key finding ("high")
+                        why = flag_reason(flagged, metric)
+                        st, reason = "high", why + (f" ({reason})" if reason else "")
+                    elif flagged is None and st == "ok":
+                        st = "not_assessed"
                 lo, hi, src = self._ci(g, k, metric)
                 rows.append(
                     (
@@ -266,12 +343,21 @@ class DashboardState:
         """Plain-language warnings for small or degenerate groups in the current view."""
         table = self.table()
         out = []
-        for r in table[table["status"] != "ok"].itertuples(index=False):
-            out.append(f"{r.attribute} = {r.group}: {r.reason}")
+        shown = table[~table["status"].isin(["ok", "not_assessed"])]
+        # Flagged groups first: they are the audit's key findings.
+        shown = pd.concat([shown[shown["status"] == "high"], shown[shown["status"] != "high"]])
+        for r in shown.itertuples(index=False):
+            label = "flagged" if r.status == "high" else r.status.replace("_", " ")
+            out.append(f"{r.attribute} = {r.group} ({label}): {r.reason}")
         if table["ci_source"].eq("").any() and not table.empty:
             out.append(
                 "Confidence intervals are not available at this threshold: press "
                 "'Compute CIs' (bootstrap) to recompute them."
+            )
+        if table["status"].eq("not_assessed").any():
+            out.append(
+                "Disparity flags at this threshold need confidence intervals: press "
+                "'Compute CIs' to assess the groups marked not_assessed."
             )
         return out
 
@@ -328,8 +414,10 @@ def forest_figure(table: pd.DataFrame, width: float = 6.5) -> Any:
         )
         if np.isfinite(r.ci_low) and np.isfinite(r.ci_high):
             ax.plot([r.ci_low, r.ci_high], [y, y], color=c, lw=2, alpha=0.8)
-        hollow = r.status != "ok"
+        hollow = r.status not in ("ok", "high", "not_assessed")
         ax.plot(r.value, y, "o", color=c, mfc="white" if hollow else c, ms=6)
+        if r.status == "high":  # flagged by the audit's rule, as in its key findings
+            ax.plot(r.value, y, "o", mfc="none", mec="#d62728", ms=11, mew=1.8)
     labels = [
         "overall" if r.attribute == OVERALL[0] else f"{r.group} (n={r.n})"
         for r in table.itertuples(index=False)
@@ -339,6 +427,8 @@ def forest_figure(table: pd.DataFrame, width: float = 6.5) -> Any:
     ax.set_xlim(-0.02, 1.02) if metric != "brier" else None
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(
-        f"{DISPLAY.get(metric, metric)} by subgroup (hollow: small or degenerate group)", fontsize=9
+        f"{DISPLAY.get(metric, metric)} by subgroup (red ring: flagged disparity; hollow: small "
+        "or degenerate group)",
+        fontsize=9,
     )
     return fig

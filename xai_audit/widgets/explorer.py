@@ -13,6 +13,7 @@ import ipywidgets as w
 import pandas as pd
 
 from ._base import StaticFallbackBox
+from ._clinical import OUTCOME_WORDS
 from ._render import COLORMAPS
 from ._source import OUTCOMES, CaseSource, ExplainFn
 from ._static import STYLE, esc, img_tag, kv_table, panel
@@ -316,10 +317,12 @@ class ExplanationExplorer(StaticFallbackBox):
         colour = {"TP": "#3c763d", "TN": "#3c763d", "FP": "#a94442", "FN": "#a94442"}.get(
             info.get("outcome", ""), "#333"
         )
+        outcome = info.get("outcome") or ""
+        words = f" ({OUTCOME_WORDS[outcome]})" if outcome in OUTCOME_WORDS else ""
         head = (
-            f"<span style='{STYLE}'><b>{esc(info['case_id'])}</b> — predicted <b>{esc(info['predicted'])}</b> "
-            f"(p = {info['probability']:.3f}), ground truth <b>{esc(info['ground_truth'] or 'unknown')}</b>, "
-            f"<b style='color:{colour}'>{esc(info['outcome'] or '')}</b></span>"
+            f"<span style='{STYLE}'><b>{esc(info['case_id'])}</b> — prediction <b>{esc(info['predicted'])}</b> "
+            f"(score {info['probability']:.3f}), truth <b>{esc(info['ground_truth'] or 'unknown')}</b>, "
+            f"<b style='color:{colour}'>{esc(outcome)}{esc(words)}</b></span>"
         )
         rest = {
             k: v

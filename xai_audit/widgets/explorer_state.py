@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ..fairness.inputs import group_keys
+from ._clinical import with_colorbar
 from ._render import (
     COLORMAPS,
+    TITLE_HEIGHT,
     contour_rgb,
     gray_rgb,
     image_slice,
@@ -279,7 +281,9 @@ class ExplorerState:
                 )
             )
             titles.append(f"{m} ({target_name})")
-        png = png_bytes(panel_strip(panels, titles, size=self.size))
+        strip = panel_strip(panels, titles, size=self.size)
+        # A colour bar says what the overlay colours mean (no evidence .. strongest evidence).
+        png = png_bytes(with_colorbar(strip, self.cmap, TITLE_HEIGHT) if self.methods else strip)
         return Rendered(png=png, case_id=cid, methods=tuple(self.methods), info=self.info(cid))
 
 
