@@ -53,6 +53,8 @@ GAP_COLUMNS = [
     "ci_low",
     "ci_high",
     "n",
+    "sim_low",
+    "sim_high",
 ]
 KIND = "xai_audit.comparison"
 FORMAT = 1
@@ -483,6 +485,7 @@ def compare_audits(
     diff, lo, hi = diff_interval(pm, ci)
     sim_lo, sim_hi, crit = simultaneous_interval(pm, idx_m, ci)
     ref_gap, new_gap, change, glo, ghi = gap_change_interval(pm, ci)
+    gsim_lo, gsim_hi, _ = simultaneous_interval(pm, idx_m, ci, gaps=True)
 
     drows, grows = [], []
     for gi, g in enumerate(groups):
@@ -493,8 +496,8 @@ def compare_audits(
                           sim_hi[gi, k]))  # fmt: skip
             if gi:
                 grows.append((metric, g.attribute, g.name, ref_gap[gi, mi], new_gap[gi, mi],
-                              change[gi, mi], glo[gi, mi], ghi[gi, mi],
-                              int(pm.counts[gi, 0])))  # fmt: skip
+                              change[gi, mi], glo[gi, mi], ghi[gi, mi], int(pm.counts[gi, 0]),
+                              gsim_lo[gi, k], gsim_hi[gi, k]))  # fmt: skip
     differences = pd.DataFrame(drows, columns=DIFFERENCE_COLUMNS)
     gap_changes = pd.DataFrame(grows, columns=GAP_COLUMNS)
     small = [g for g, st in zip(groups, pm.status) if st == "small"]

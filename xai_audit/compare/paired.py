@@ -233,7 +233,7 @@ def metric_index(metrics: Sequence[str]) -> list[int]:
 
 
 def simultaneous_interval(
-    pm: PairedMetrics, metric_idx: Sequence[int], ci: float = 0.95
+    pm: PairedMetrics, metric_idx: Sequence[int], ci: float = 0.95, *, gaps: bool = False
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Simultaneous (max-t) intervals of the differences over every group and given metric.
 
@@ -243,6 +243,7 @@ def simultaneous_interval(
     ``|t|`` over all rows in each resample gives one critical value ``c``, so that all rows'
     intervals ``diff +- c * sd`` hold together with probability about ``ci``. Hand-written:
     the same max-t construction the audit uses for its best-vs-worst gap, on paired replicates.
+    ``gaps=True``: the same for the change of each group's gap to overall.
 
     Returns
     -------
@@ -251,13 +252,21 @@ def simultaneous_interval(
     critical : float
         The critical value ``c`` (NaN without replicates).
     """
-    diff = pm.point[1] - pm.point[0]
-    shape = (diff.shape[0], len(metric_idx))
-    nan = np.full(shape, np.nan)
+    idx = list(metric_idx)
+    point = pm.point[:, :, idx]
+    if gaps:
+        point = point - point[:, :1, :]
+    point = point[1] - point[0]
+    nan = np.full(point.shape, np.nan)
     if pm.replicates is None or pm.replicates.shape[0] < 2:
         return nan, nan.copy(), float("nan")
-    d = (pm.replicates[:, 1] - pm.replicates[:, 0])[:, :, list(metric_idx)]
-    point = diff[:, list(metric_idx)]
+    r = pm.replicates[:, :, :, idx]
+    if gaps:
+        r = r - r[:, :, :1, :]
+    return _max_t(r[:, 1] - r[:, 0], point, ci)
+
+
+def _max_t(d: np.ndarray, point: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray, float]:
     finite = np.isfinite(d)
     enough = (finite.mean(axis=0) >= 0.5) & np.isfinite(point)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():

@@ -37,6 +37,8 @@ SECTIONS = (
 #: Metrics of the per-group tables (the rest are in the JSON twin).
 GROUP_METRICS = ("auroc", "sensitivity", "specificity", "ppv", "npv", "ece")
 FIGURE_METRICS = ("auroc", "sensitivity", "specificity")
+#: Gap changes listed in the HTML (largest first; all rows are in ``differences``/the twin).
+MAX_GAP_ROWS = 25
 
 
 def _f(v: Any) -> float | None:
@@ -104,9 +106,8 @@ def build_comparison_data(cmp: Comparison, criteria: Any = None) -> dict[str, An
             )
         groups.append({"attribute": str(attribute), "rows": rows})
     gaps = cmp.gap_changes
-    gap_rows = gaps[
-        np.isfinite(gaps["ci_low"]) & ((gaps["ci_low"] > 0) | (gaps["ci_high"] < 0))
-    ].copy()
+    lo_c, hi_c = ("sim_low", "sim_high") if "sim_low" in gaps else ("ci_low", "ci_high")
+    gap_rows = gaps[np.isfinite(gaps[lo_c]) & ((gaps[lo_c] > 0) | (gaps[hi_c] < 0))].copy()
     gap_rows["size"] = gap_rows["change"].abs()
     gap_rows = gap_rows.sort_values("size", ascending=False).drop(columns="size")
     return {
@@ -125,7 +126,8 @@ def build_comparison_data(cmp: Comparison, criteria: Any = None) -> dict[str, An
         "groups": groups,
         "group_metrics": [m for m in GROUP_METRICS if m in set(diffs["metric"])],
         "differences": _records(diffs),
-        "gap_changes": _records(gap_rows),
+        "gap_changes": _records(gap_rows.head(MAX_GAP_ROWS)),
+        "n_gap_changed": int(len(gap_rows)),
         "n_gap_rows": int(len(gaps)),
         "flips": _records(cmp.flips),
         "explanations": _records(cmp.explanations),
