@@ -158,3 +158,27 @@ def test_readme_dicom_example_runs(tmp_path, monkeypatch, capsys) -> None:
     out = capsys.readouterr().out
     assert "skipped 3 non-image object(s)" in out and "(2, 1, 64, 64)" in out
     assert "CT_small" in out and "MR_small" in out
+
+
+def test_config_keys_image_size_resize_ids_from(tmp_path) -> None:
+    from xai_audit.audit.config import ConfigError, DataConfig, load_config, load_data
+
+    for name, shape in [("a.npy", (1, 8, 8)), ("b.npy", (1, 16, 12))]:
+        np.save(tmp_path / name, np.full(shape, 0.5, np.float32))
+    pd.DataFrame({"image": ["a.npy", "b.npy"], "label": [0, 1], "sex": ["F", "M"]}).to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    d = DataConfig(manifest=str(tmp_path / "m.csv"), image_size=[8, 8], resize="crop",
+                   ids_from="filename")  # fmt: skip
+    m = load_data(d, ["sex"])
+    assert list(m.case_ids) == ["a", "b"] and m.load_images([0, 1]).shape == (2, 1, 8, 8)
+    cfg = tmp_path / "audit.yaml"
+    cfg.write_text(
+        "data:\n  manifest: m.csv\n  image_size: [8]\n  resize: squash\n  ids_from: name\n"
+        "attributes: [sex]\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    msg = str(err.value)
+    assert "resize must be one of" in msg and "data.ids_from must be filename or path" in msg
+    assert "data.id_col" not in msg  # ids built from paths: no id column needed

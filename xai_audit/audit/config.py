@@ -105,6 +105,11 @@ class DataConfig:
     label_cols: list[str] | None = None
     patient_col: str | None = "patient_id"
     mask_col: str | None = "mask"
+    #: Bring images of mixed sizes to one size when loaded (:mod:`xai_audit.data.resize`).
+    image_size: list[int] | None = None
+    resize: str = "resize"
+    #: Build case ids from the image paths ("filename" or "path") instead of ``id_col``.
+    ids_from: str | None = None
 
 
 @dataclass
@@ -532,6 +537,8 @@ def check_columns(columns: list[str], dconf: DataConfig, attributes: list[str]) 
         "data.image_col": dconf.image_col,
         "data.label_col": dconf.label_col,
     }
+    if dconf.ids_from:  # ids are built from the image paths
+        del wanted["data.id_col"]
     label_problems = []
     if dconf.label_cols is not None:  # multi-label: every listed column instead of label_col
         del wanted["data.label_col"]
@@ -574,6 +581,7 @@ def validate(cfg: AuditConfig) -> list[str]:
     if msg:
         problems.append(msg)
     problems += check_tolerance(cfg.tolerance)
+    problems += _check_data_loading(cfg.data)
     from ..data.binning import check_attribute_bins
 
     problems += check_attribute_bins(cfg.attribute_bins, list(cfg.attributes or []))
@@ -727,7 +735,24 @@ def load_data(d: DataConfig, attributes: list[str]) -> Any:
         attribute_cols=list(attributes),
         patient_col=patient,
         mask_col=mask,
+        image_size=d.image_size,
+        resize=d.resize,
+        ids_from=d.ids_from,  # type: ignore[arg-type]
     )
+
+
+def _check_data_loading(d: DataConfig) -> list[str]:
+    """``data.image_size`` / ``data.resize`` / ``data.ids_from`` problems."""
+    from ..data.resize import check_image_size
+
+    problems = []
+    try:
+        check_image_size(d.image_size, d.resize)
+    except ValueError as exc:
+        problems.append(f"data: {exc}")
+    if d.ids_from not in (None, "filename", "path"):
+        problems.append(f"data.ids_from must be filename or path (or absent), got {d.ids_from!r}")
+    return problems
 
 
 @dataclass

@@ -56,6 +56,12 @@ MEANINGS: dict[str, str] = {
     "images (never shown in the report). Optional when left at its default.",
     "data.mask_col": "Column with lesion mask paths, for the localisation checks. Optional "
     "when left at its default.",
+    "data.image_size": "Bring images of mixed sizes to one size when they are loaded, "
+    "`[H, W]` or `[D, H, W]` (masks too); default: images must share one size.",
+    "data.resize": "How images reach `image_size`: `resize` (stretch), `pad` (fit, keep the "
+    "aspect ratio, zero-pad) or `crop` (cover, centre-crop).",
+    "data.ids_from": "Build case ids from the image paths: `filename` (name without "
+    "extension) or `path` (path without extension) instead of `id_col`.",
     "attributes": "Sensitive attributes to audit (manifest columns), e.g. "
     "`[sex, age_group, site]`; `sensitive` is accepted as an alias.",
     "intersections": "`true`: every pair of attributes; `3`: pairs and triples; a list of "
