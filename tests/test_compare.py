@@ -211,6 +211,43 @@ def test_flips_are_counted_per_group():
     assert t.loc["F", ["flipped", "became_error"]].tolist() == [3, 2]
 
 
+def test_explanation_changes_are_paired_per_case(data, reference):
+    """Per-case shortcut share and localisation: the difference is over the cases both audits
+    measured, exact when every case moves by the same amount; a shortcut group gets its row."""
+    rng = np.random.default_rng(5)
+    x = rng.random(len(data))
+    loc = np.where(data["label"] == 1, rng.random(len(data)), np.nan)
+
+    def with_quality(result, shift, candidates):
+        r = make_result(data, result.predictions["score"].to_numpy(), result.name)
+        r.methods = [{"name": "gradcam"}]
+        r.quality = type(r.quality)(
+            per_image=pd.DataFrame(
+                {
+                    "case_id": data["case_id"],
+                    "shortcut__gradcam": x + shift,
+                    "loc__gradcam__mass_in_mask": loc - shift,
+                }  # fmt: skip
+            ),
+            shortcuts={"gradcam": {"candidates": candidates}},
+        )
+        return r
+
+    a = with_quality(reference, 0.0, [])
+    b = with_quality(reference, 0.1, [{"attribute": "sex", "group": "F", "confirmed": True}])
+    e = compare_audits(a, b, patients=patients(data), n_boot=200).explanations
+    e = e.set_index("measure")
+    share = e.loc["mean attribution share in the corners"]
+    assert share["diff"] == pytest.approx(0.1) and share["n"] == len(data)
+    assert share["ci_low"] == pytest.approx(0.1) and share["ci_high"] == pytest.approx(0.1)
+    assert e.loc["mass_in_mask", "diff"] == pytest.approx(-0.1)
+    assert e.loc["mass_in_mask", "n"] == int(data["label"].sum())
+    group = e.loc["mean attribution share in the corners, sex=F"]
+    assert group["n"] == int((data["sex"] == "F").sum()) and group["diff"] == pytest.approx(0.1)
+    confirmed = e.loc["confirmed shortcut regions"]
+    assert (confirmed["reference"], confirmed["new"]) == (0, 1)
+
+
 # ---------------------------------------------------------------------------- coverage
 @pytest.mark.slow
 def test_paired_difference_intervals_cover_the_true_difference():

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ..fairness._common import GROUP_SEP, INTERSECTION_SEP
+from ..fairness.disparity import describe_group
 from ..fairness.inputs import Group
 from .paired import paired_mean_difference
 
@@ -96,6 +98,7 @@ def explanation_changes(
     n_boot: int,
     seed: int | None,
     ci: float,
+    attrs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Explanation behaviour per method in both audits, with paired intervals where possible.
 
@@ -106,7 +109,10 @@ def explanation_changes(
     * faithfulness (deletion advantage over random patches, early advantage) and the sanity
       check: each audit measured its own sample, so both values are shown with each audit's
       verdict and the difference has no paired interval;
-    * confirmed shortcut findings: how many each audit has.
+    * confirmed shortcut findings: how many each audit has; and for every group in which
+      either audit found a shortcut candidate, the shortcut share within that group (paired),
+      so that "does v2 still rely on the marker at site C?" has a number. ``attrs``: the
+      group names of every case, in ``case_ids`` order.
     """
     rows: list[dict[str, Any]] = []
     methods = [m for m in reference.method_names if m in new.method_names]
@@ -114,7 +120,8 @@ def explanation_changes(
     for m in methods:
         if per_a is not None and per_b is not None:
             cols = [c for c in per_a.columns if c in per_b.columns]
-            measures = [(f"shortcut__{m}", "shortcut", "mean attribution share in region")]
+            region = _region_text(reference)
+            measures = [(f"shortcut__{m}", "shortcut", f"mean attribution share in {region}")]
             measures += [
                 (c, "localisation", c.split("__", 2)[2])
                 for c in cols
@@ -135,6 +142,22 @@ def explanation_changes(
                 if res["n"]:
                     rows.append({"method": m, "check": check, "measure": measure, **res,
                                  "paired": True})  # fmt: skip
+            col = f"shortcut__{m}"
+            if attrs is not None and col in per_a and col in per_b:
+                for attribute, group in _candidate_groups(reference, new, m):
+                    mask = _group_mask(attrs, attribute, group)
+                    if mask is None or not mask.any():
+                        continue
+                    res = paired_mean_difference(
+                        np.where(mask, per_a[col].to_numpy(dtype=float), np.nan),
+                        np.where(mask, per_b[col].to_numpy(dtype=float), np.nan),
+                        units, n_units, n_boot=n_boot, seed=seed, ci=ci,
+                    )  # fmt: skip
+                    if res["n"]:
+                        where = describe_group(attribute, group)
+                        rows.append({"method": m, "check": "shortcut",
+                                     "measure": f"mean attribution share in {region}, {where}",
+                                     **res, "paired": True})  # fmt: skip
         fa = _headline((reference.quality or {}).get("faithfulness"), m).get("headline") or {}
         fb = _headline((new.quality or {}).get("faithfulness"), m).get("headline") or {}
         if fa or fb:
@@ -189,6 +212,37 @@ def explanation_changes(
     df["paired"] = df["paired"].astype(bool)
     df["n"] = df["n"].astype(np.int64)
     return df
+
+
+def _region_text(result: AuditResult) -> str:
+    """What ``shortcut__<method>`` measures: the named region, or the corners for "auto"."""
+    name = str(((result.quality or {}).get("region") or {}).get("name") or "auto")
+    return "the corners" if name == "auto" else f"region {name}"
+
+
+def _candidate_groups(
+    reference: AuditResult, new: AuditResult, method: str
+) -> list[tuple[str, str]]:
+    """(attribute, group) of every shortcut candidate either audit found for ``method``."""
+    out: list[tuple[str, str]] = []
+    for result in (reference, new):
+        sc = (result.quality or {}).get("shortcuts")
+        entry = sc.get(method) if hasattr(sc, "get") else None
+        for c in (entry or {}).get("candidates") or []:
+            if c.get("attribute") and c.get("group") is not None:
+                out.append((str(c["attribute"]), str(c["group"])))
+    return list(dict.fromkeys(out))
+
+
+def _group_mask(attrs: pd.DataFrame, attribute: str, group: str) -> np.ndarray | None:
+    names = attribute.split(INTERSECTION_SEP)
+    values = group.split(GROUP_SEP) if len(names) > 1 else [group]
+    if any(n not in attrs for n in names) or len(values) != len(names):
+        return None
+    mask = np.ones(len(attrs), dtype=bool)
+    for n, v in zip(names, values):
+        mask &= attrs[n].astype(str).to_numpy() == v
+    return mask
 
 
 def _confirmed(result: AuditResult, method: str) -> int | None:

@@ -507,7 +507,9 @@ def compare_audits(
             "(their rows are n/a)."
         )
     flips = flips_table(y, s_ref >= thr[0], s_new >= thr[1], groups)
-    expl = explanation_changes(ref, nw, case_ids, units, n_units, n_boot=n_boot, seed=seed, ci=ci)
+    expl = explanation_changes(
+        ref, nw, case_ids, units, n_units, n_boot=n_boot, seed=seed, ci=ci, attrs=attrs
+    )
     folders = {
         k: (str(r.result_dir) if r.result_dir is not None else None)
         for k, r in (("reference", ref), ("new", nw))
