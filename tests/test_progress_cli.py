@@ -95,7 +95,7 @@ def test_log_lines_of_the_batch_phase_have_rate_and_eta() -> None:
     lines = _progress_lines(out.getvalue())
     assert len(lines) == 2
     assert lines[0].startswith("xai-audit: predict + explain: 20/100 img (20%)")
-    assert re.search(r"100/100 img \(100%\), [\d.]+img/s, elapsed \d\d:\d\d, ETA 00:00", lines[1])
+    assert re.search(r"100/100 img \(100%\), \S+img/s, elapsed \d\d:\d\d, ETA 00:00", lines[1])
 
 
 # ---------------------------------------------------------------------- the audit
