@@ -244,6 +244,65 @@ def test_analyse_shortcuts_flags_only_a_confirmed_region():
     assert "does not change decisions" in note["title"]
 
 
+class MeanReader(torch.nn.Module):
+    """Analytic model: the logit of 'positive' is 40 x (mean brightness - 0.3): no token."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = 40.0 * (x.mean(dim=(1, 2, 3)) - 0.3)
+        return torch.stack([-z, z], dim=1)
+
+
+def test_a_brighter_group_is_not_a_shortcut_anywhere():
+    # The group's positives are brighter all over (acquisition), the model reads brightness:
+    # pasting a region from them raises scores more than pasting it from peers, but just as
+    # much at any other place. Only the difference in differences sees that.
+    xg = _images(48, False, 0) + 0.25
+    res = confirm_region(
+        _score(MeanReader()),
+        xg,
+        _token_mask(),
+        _images(48, False, 1),
+        0.5,
+        peer_images=_images(48, False, 2),
+        random_state=3,
+    )
+    paste = res.excess["paste_vs_other_groups"]
+    did = res.excess["paste_difference_in_differences"]
+    assert paste["ci_low"] > 0  # the naive control alone would confirm
+    assert abs(did["mean"]) < 0.01  # the same excess at any place: nothing token-specific
+    assert not res.confirmed
+
+
+def test_a_cam_beside_the_token_is_confirmed_by_a_grown_edit():
+    # CAM evidence lands two patches (8 px) below the token, as a coarse layer's does: the
+    # discovered region misses the token's pixels, the region grown by 2 patches covers them.
+    tx0, ty0, tx1, ty1 = 40, 8, 56, 12
+    maps, attrs, pred = _maps(seed=4, n=240, spot=(tx0, ty0 + 8, tx1, ty1 + 8), share_with_spot=1)
+    site_c = (attrs["site"] == "C").to_numpy() & (pred == 1)
+    images = _images(len(pred), False, 5)
+    images[site_c, 0, ty0:ty1, tx0:tx1] = 1.0
+    out = analyse_shortcuts(
+        region="auto",
+        attributes=attrs,
+        predicted=pred,
+        image_shape=(SIZE, SIZE),
+        grids=attribution_grid(maps),
+        score=_score(PatchReader(slice(ty0, ty1), slice(tx0, tx1))),
+        load_images=lambda rows: images[rows],
+        threshold=0.5,
+        sample_size=24,
+        n_boot=200,
+    )
+    (cand,) = out["candidates"]
+    assert cand["confirmed"] and cand["dilation"] == 2
+    assert [t["dilation"] for t in cand["tried"]] == [0, 1, 2]
+    assert not any(t["confirmed"] for t in cand["tried"][:2])
+    ex0, ey0, ex1, ey1 = cand["edit_box"]
+    assert ex0 <= tx0 and ey0 <= ty0 and ex1 >= tx1 and ey1 >= ty1
+    assert cand["box"][1] > ty0  # the attribution itself sits below the token
+    assert "grown by 2 patches" in cand["message"]
+
+
 # ------------------------------------------------------------------------------ settings
 def test_check_region_messages():
     assert check_region("auto") == [] and check_region("border_corners") == []

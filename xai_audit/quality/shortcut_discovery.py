@@ -312,7 +312,7 @@ def discover_regions(
             labels, k = ndimage.label(sig[i].reshape(gh, gw), structure=np.ones((3, 3), int))
             comps = []
             for lab in range(1, k + 1):
-                comp = (labels == lab).ravel()
+                comp = _core(flat, inside, rest, labels.ravel() == lab, ratio[i], min_ratio)
                 share = flat[:, comp].sum(axis=1)
                 mi, mr = share[inside].mean(), share[rest].mean()
                 ok = (
@@ -414,6 +414,40 @@ def discover_regions(
         "Holm-corrected over patches x groups",
     }
     return DiscoveryResult(table, regions, searched, not_searched, params)
+
+
+def _core(
+    flat: np.ndarray,
+    inside: np.ndarray,
+    rest: np.ndarray,
+    component: np.ndarray,
+    patch_ratio: np.ndarray,
+    min_ratio: float,
+) -> np.ndarray:
+    """The part of a region of significant patches where the group's excess is concentrated.
+
+    Significant patches join into one region when a token sits next to lung patches that the
+    group's positive predictions also favour a little (different anatomy or contrast): the
+    joined region then dilutes the token's ratio (2.4 instead of 4-7 in the findings
+    benchmark's interior-token runs). The region's patches are ranked by their own ratio and
+    the nested sets "the top k" are scored: the largest excess among those that keep the
+    region's ratio at ``min_ratio`` or above is the core; when none does, the set with the
+    highest ratio (so that the table shows the strongest part). Patch counts are at most
+    ``g x g``: one cumulative sum, no search.
+    """
+    idx = np.flatnonzero(component)
+    if len(idx) <= 1:
+        return component
+    order = idx[np.argsort(-patch_ratio[idx], kind="stable")]
+    cum_in = np.cumsum(flat[inside][:, order].mean(axis=0))
+    cum_rest = np.cumsum(flat[rest][:, order].mean(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(cum_rest > 0, cum_in / cum_rest, np.inf)
+    ok = r >= min_ratio
+    k = int(np.argmax(np.where(ok, cum_in - cum_rest, -np.inf))) if ok.any() else int(np.argmax(r))
+    out = np.zeros_like(component)
+    out[order[: k + 1]] = True
+    return out
 
 
 def _where(attribute: str, group: str) -> str:
