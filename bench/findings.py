@@ -48,6 +48,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import subprocess  # noqa: E402
@@ -885,8 +886,38 @@ def _run_audit(net: nn.Module, data: Any, name: str, tries: int = 3) -> tuple[An
     raise AssertionError("unreachable")
 
 
-def run_one(name: str, seed: int, settings: Settings) -> dict[str, Any]:
+#: Folder of trained weights (``--model-cache``); None: train every run.
+MODEL_CACHE: Path | None = None
+
+
+def _trained(
+    name: str, seed: int, settings: Settings, scn: Scenario, make: Any
+) -> tuple[BenchCNN, dict[str, Any]]:
+    """Train the run's model, or load it from ``MODEL_CACHE`` (training is seeded, so the
+    cached weights are those a fresh run would train; the key includes the settings and the
+    generator configuration, so a changed scenario trains anew)."""
+    key = hashlib.sha256(repr((name, seed, asdict(settings), scn.config)).encode()).hexdigest()
+    path = None if MODEL_CACHE is None else MODEL_CACHE / f"{name}_{seed}_{key[:16]}.pt"
+    if path is not None and path.is_file():
+        saved = torch.load(path, weights_only=False)
+        net = BenchCNN()
+        net.load_state_dict(saved["state"])
+        net.eval()
+        return net, {**saved["info"], "cached": True}
+    train = make(settings.n_train, scn.data_seeds["train"])
+    net, tinfo = train_model(train, settings, scn.data_seeds["torch"])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": net.state_dict(), "info": tinfo}, path)
+    return net, tinfo
+
+
+def run_one(
+    name: str, seed: int, settings: Settings, model_cache: Path | None = None
+) -> dict[str, Any]:
     """Train, audit, verify and score one (scenario, seed); never raises."""
+    global MODEL_CACHE
+    MODEL_CACHE = model_cache
     t_start = time.perf_counter()
     torch.set_num_threads(settings.threads)
     scn = scenario(name, seed, settings)
@@ -903,9 +934,7 @@ def run_one(name: str, seed: int, settings: Settings) -> dict[str, Any]:
         make = lambda n, s: make_synthetic_cxr(  # noqa: E731
             n, settings.image_size, seed=s, control=scn.control, config=scn.config
         )
-        train = make(settings.n_train, scn.data_seeds["train"])
-        net, tinfo = train_model(train, settings, scn.data_seeds["torch"])
-        del train
+        net, tinfo = _trained(name, seed, settings, scn, make)
         held = make(settings.n_heldout, scn.data_seeds["heldout"])
         held_score = predict(net, held.images)
         y = held.metadata["label"].to_numpy()
@@ -1189,6 +1218,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--resume", action="store_true", help="skip runs already in --out")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--md", type=Path, default=MARKDOWN)
+    parser.add_argument(
+        "--model-cache",
+        type=Path,
+        default=None,
+        help="keep trained weights here and reuse them (to re-audit after a code change)",
+    )
     args = parser.parse_args(argv)
 
     settings = QUICK if args.quick else Settings()
@@ -1229,10 +1264,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     if args.jobs <= 1:
         for name, seed in todo:
-            done_one(run_one(name, seed, settings))
+            done_one(run_one(name, seed, settings, args.model_cache))
     else:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(run_one, name, seed, settings) for name, seed in todo]
+            futures = [
+                pool.submit(run_one, name, seed, settings, args.model_cache) for name, seed in todo
+            ]
             for fut in futures:
                 done_one(fut.result())
 

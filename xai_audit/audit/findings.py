@@ -157,9 +157,15 @@ def _carrier_text(key: tuple[str, str], carrier: dict[str, Any], metric: str) ->
         for c in shown
         if c["within_tolerance"] and c["value"] is not None
     ]
+    apart = any(c.get("clear_by") == "apart from the flagged cell" for c in shown)
+    how = (
+        "within the tolerance, or with intervals entirely above the flagged cell's,"
+        if apart
+        else "within the tolerance"
+    )
     text = (
-        f"The gap is specific to {_where(*key)}: the other cells of its groups are within the "
-        f"tolerance for {metric.replace('_', ' ')} ({'; '.join(cells)})."
+        f"The gap is specific to {_where(*key)}: the other cells of its groups are {how} "
+        f"for {metric.replace('_', ' ')} ({'; '.join(cells)})."
     )
     untested = [c["where"] for c in shown if c["within_tolerance"] is None]
     if untested:
@@ -187,7 +193,9 @@ def shortcut_findings(shortcuts: dict[str, dict[str, Any]], region: str) -> list
         names = [m for m, _ in hits]
         causal = dict(cand.get("causal") or {})
         where = _where(attribute, group)
-        box = [int(v) for v in cand["box"]]
+        # The box whose editing was tested: the discovered region, or that region grown by a
+        # few patches when a CAM's evidence sits beside what the model reads.
+        box = [int(v) for v in (cand.get("edit_box") or cand["box"])]
         message = (
             f"{cand.get('message') or ''} (method {method}; searched: {region}; found by "
             f"{', '.join(names)}"
@@ -200,6 +208,8 @@ def shortcut_findings(shortcuts: dict[str, dict[str, Any]], region: str) -> list
             "method": method,
             "methods": names,
             "box": box,
+            "attribution_box": [int(v) for v in cand["box"]],
+            "dilation": int(cand.get("dilation") or 0),
             "location": cand.get("location"),
             "confirmed": bool(confirmed),
             "status": cand.get("status"),
@@ -448,6 +458,7 @@ def collect_findings(
     from .performance_findings import performance_check
 
     perf = performance_check(subgroups, performance_floor) if subgroups is not None else None
+    perf_ran = bool(perf and perf.coverage and perf.coverage[0]["ran"])
     findings = (
         disparity_findings(subgroup_flags, subgroup_disparities)
         + shortcut_findings(quality.get("shortcuts") or {}, region_name)
@@ -465,7 +476,7 @@ def collect_findings(
                 "severity": "ok",
                 "kind": "summary",
                 "title": "Nothing flagged in the checks that ran",
-                "message": ("Overall AUROC above chance, no" if perf else "No")
+                "message": ("Overall AUROC above chance, no" if perf_ran else "No")
                 + " subgroup disparity beyond the tolerance, no confirmed shortcut and "
                 "no failed explanation check was found in what was checked: "
                 + "; ".join(f"{c['check']}: {c['detail']}" for c in coverage if c["ran"])

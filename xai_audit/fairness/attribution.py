@@ -9,8 +9,16 @@ single-attribute gap in the second case names the wrong group. The rule here:
   splits it into cells of which at least one is flagged for that metric and every other cell
   that can be assessed is *clear*: the whole interval of its difference to overall lies within
   the tolerance on the harmful side (``diff_ci_low >= -tolerance`` for a higher-is-better
-  metric). A merely unflagged cell is not enough: absence of evidence is not evidence that the
-  cell is unaffected. Cells without an estimate (too small, one class) neither block nor
+  metric), or its estimate is within the tolerance and its interval lies entirely on the
+  better side of every flagged cell's interval (the cell is less affected beyond doubt,
+  although too small for its interval to fit the tolerance: in
+  the findings benchmark such cells, with about 50 positives, turned two one-cell gaps into
+  wrongly named main effects). Either way the cell must also be compatible with the level of
+  the attribute's other groups (its interval reaches within the tolerance of their mean
+  value): the overall is pulled down by the affected cells, so a graded main effect (every
+  ``sex=M`` cell worse, one much worse) would otherwise look confined to its worst cell. A
+  merely unflagged cell is not enough: absence of evidence is not evidence that the cell is
+  unaffected. Cells without an estimate (too small, one class) neither block nor
   support; at least one clear cell is required.
 * A confined single is explained by its flagged cell ``A=a & B=b``, unless ``B=b`` is itself a
   flagged single that is not confined (a main effect of ``B``): then ``A=a`` only looked affected
@@ -91,14 +99,65 @@ class _Table:
         ):
             self.groups[attribute].append(group)
 
-    def record(self, attribute: str, group: str, metric: str, tol: float) -> dict[str, Any]:
+    def bounds(self, attribute: str, group: str, metric: str) -> tuple[float, float]:
+        """``(diff_ci_low, diff_ci_high)`` of a cell (NaN when it has none)."""
+        row = self.rows.get((attribute, group, metric))
+        return (np.nan, np.nan) if row is None else (float(row[5]), float(row[6]))
+
+    def level(self, attribute: str, groups: Sequence[str], metric: str) -> float:
+        """Mean value of ``metric`` over ``groups`` of ``attribute`` (NaN if none has one)."""
+        vals = [
+            self.rows[(attribute, g, metric)][3]
+            for g in groups
+            if (attribute, g, metric) in self.rows
+        ]
+        vals = [float(v) for v in vals if v is not None and np.isfinite(v)]
+        return float(np.mean(vals)) if vals else np.nan
+
+    def record(
+        self,
+        attribute: str,
+        group: str,
+        metric: str,
+        tol: float,
+        hit_bounds: Sequence[tuple[float, float]] = (),
+        reference: float = np.nan,
+    ) -> dict[str, Any]:
         row = self.rows.get((attribute, group, metric))
         value, diff, lo, hi = (np.nan,) * 4 if row is None else row[3:7]
         direction = DIRECTION.get(metric, 0)
+        clear_by = None
+        # The difference to overall is measured against an overall that the affected cells
+        # pull down: when the single group is large and all its cells are worse (one much
+        # worse), its other cells look close to overall. So a clear cell must also be
+        # compatible with the level of the attribute's other groups (``reference``, e.g.
+        # sex=F's value for a sex=M cell): its interval must reach within the tolerance of
+        # it (the value's upper bound is estimated from the difference's interval).
+        level_ok = True
+        if np.isfinite(reference) and np.isfinite(value) and direction:
+            if direction > 0:
+                level_ok = bool(value + (hi - diff) >= reference - tol)
+            else:
+                level_ok = bool(value + (lo - diff) <= reference + tol)
         if not (np.isfinite(lo) and np.isfinite(hi)) or not direction:
             clear = None
+        elif not level_ok:
+            clear, within = False, False
+        elif direction > 0:
+            # Within tolerance, or better than every flagged cell beyond doubt (its interval
+            # lies above theirs: non-overlapping 95% intervals, a conservative test of the
+            # difference) with its own estimate within tolerance. The second arm keeps a small
+            # cell whose interval is too wide to be "within tolerance" from turning a one-cell
+            # gap into a main effect; its estimate condition keeps a graded main effect (one
+            # cell much worse, the others worse too) a main effect.
+            worst = max((b[1] for b in hit_bounds if np.isfinite(b[1])), default=np.nan)
+            within = bool(lo >= -tol)
+            clear = within or bool(np.isfinite(worst) and lo > worst and diff >= -tol)
         else:
-            clear = bool(lo >= -tol) if direction > 0 else bool(hi <= tol)
+            worst = min((b[0] for b in hit_bounds if np.isfinite(b[0])), default=np.nan)
+            within = bool(hi <= tol)
+            clear = within or bool(np.isfinite(worst) and hi < worst and diff <= tol)
+        clear_by = None if not clear else "tolerance" if within else "apart from the flagged cell"
         return {
             "where": where(attribute, group),
             "attribute": attribute,
@@ -109,6 +168,7 @@ class _Table:
             "diff_ci_low": _num(lo),
             "diff_ci_high": _num(hi),
             "within_tolerance": clear,
+            "clear_by": clear_by,
         }
 
 
@@ -166,8 +226,10 @@ def _attribute_label(flags: Sequence[Mapping[str, Any]], table: _Table, out: Att
             pos = names.index(attr)
             cells = [g for g in table.groups[spec] if g.split(GROUP_SEP)[pos] == value]
             hit = [(spec, g) for g in cells if fam in flagged.get((spec, g), ())]
+            hit_bounds = [table.bounds(spec, g, fam) for _, g in hit]
+            reference = table.level(attr, [g for g in table.groups[attr] if g != value], fam)
             rest = [
-                table.record(spec, g, fam, tol.get(fam, 0.05))
+                table.record(spec, g, fam, tol.get(fam, 0.05), hit_bounds, reference)
                 for g in cells
                 if (spec, g) not in hit
             ]
