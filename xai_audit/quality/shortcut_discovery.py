@@ -16,10 +16,11 @@ named in advance:
    attribution a little everywhere, which cluster statistics accumulate into significance.
    Holm also needs no permutations of ``N x 256`` arrays and is deterministic. Significant
    patches whose group mean is at least ``patch_ratio`` (1.5) times the rest's are joined
-   into 8-connected regions; a region is a candidate when its share of attribution is at
-   least ``min_effect`` (5 points) above the rest's and ``min_ratio`` (4) times it, and it
-   covers at most ``max_area`` (25 %) of the image (a larger area is a diffuse difference,
-   not a token).
+   into 8-connected regions, each cut to its core (:func:`_core`: the largest set of its
+   highest-ratio patches that keeps the ratio floor); a core is a candidate when its share of
+   attribution is at least ``min_effect`` (5 points) above the rest's and ``min_ratio`` (4)
+   times it, and it covers at most ``max_area`` (25 %) of the image (a larger area is a
+   diffuse difference, not a token).
    Candidates explained by their overlap with another group's candidate (an age group
    over-represented at the shortcut site) become notes.
 3. **Causal confirmation** (:func:`xai_audit.quality.shortcut_causal.confirm_region`): on a seeded sample (at most 64 images
@@ -27,9 +28,11 @@ named in advance:
    the same pixels of negative predictions from other groups: in-distribution content, no
    blur the model might read as a signal) and *pasted* from the group's positive predictions
    onto negative predictions of other groups. The same edits on a same-size region at a
-   random other location are the matched control. The region is confirmed when erasing lowers
-   or pasting raises the score by at least ``min_change`` on average and by significantly
-   more than the control (bootstrap CI of the paired excess above 0).
+   random other location, and on other groups' positive predictions at the same place, are
+   the controls; with the latter, the difference in differences decides (see
+   :func:`~xai_audit.quality.shortcut_causal.confirm_region`). The audit tries the region as
+   found and grown by one and two patches (a CAM's evidence can sit beside what the model
+   reads), at a Bonferroni-adjusted level.
 
 Only a confirmed region is a shortcut finding; a discovered but unconfirmed region is a note.
 """
