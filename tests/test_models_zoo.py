@@ -315,3 +315,65 @@ def test_channels_last_layer_is_moved_not_misread() -> None:
     tiles = att.maps.reshape(2, 4, 16, 4, 16)
     assert np.allclose(tiles, tiles[:, :, :1, :, :1])
     assert all(1 < len(np.unique(m)) <= 16 for m in att.maps)
+
+
+# ------------------------------------------------------------------ attention rollout
+def _manual_rollout(attentions: list[torch.Tensor]) -> torch.Tensor:
+    """Abnar & Zuidema 2020 by hand: heads averaged, 0.5 A + 0.5 I, rows renormalised."""
+    joint = None
+    for att in attentions:
+        a = att.mean(1)
+        a = 0.5 * a + 0.5 * torch.eye(a.shape[-1])
+        a = a / a.sum(-1, keepdim=True)
+        joint = a if joint is None else a @ joint
+    return joint
+
+
+def test_attention_rollout_matches_hand_computation_monai_vit() -> None:
+    from xai_audit.explain.hooks import hook_counts
+
+    net, size, _ = _build("vit_2d")
+    x = torch.rand(2, *size, generator=torch.Generator().manual_seed(3))
+    att = explain(net, x, "attention_rollout", interpolate_mode="nearest")
+    for block in net.blocks:  # MONAI's own record of the attention probabilities
+        block.attn.save_attn = True
+    with torch.no_grad():
+        net(x)
+    joint = _manual_rollout([b.attn.att_mat for b in net.blocks])
+    expected = joint[:, 0, 1:].reshape(2, 4, 4).repeat_interleave(16, 1).repeat_interleave(16, 2)
+    np.testing.assert_allclose(att.maps, expected.numpy(), rtol=1e-5, atol=1e-7)
+    assert hook_counts(net) == 0
+    assert att.maps.std() > 0 and (att.maps > 0).all()
+
+
+def test_attention_rollout_reads_multihead_attention_with_register_tokens() -> None:
+    torch.manual_seed(0)
+    net = RegisterViT().eval()
+    x = torch.rand(2, 1, 32, 48)
+    att = explain(net, x, "rollout", interpolate_mode="nearest")
+    # By hand: the same forward, asking nn.MultiheadAttention for per-head weights.
+    with torch.no_grad():
+        t = net.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        t = torch.cat([net.prefix.expand(len(t), -1, -1), t], 1)
+        weights = []
+        for b in net.blocks:
+            h = b.norm1(t)
+            out, w = b.attn(h, h, h, need_weights=True, average_attn_weights=False)
+            weights.append(w)
+            t = t + out
+            t = t + b.mlp(b.norm2(t))
+    rows = _manual_rollout(weights)[:, 0, 5:].reshape(2, 4, 6)
+    expected = rows.repeat_interleave(8, 1).repeat_interleave(8, 2)
+    np.testing.assert_allclose(att.maps, expected.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_attention_rollout_3d_and_clear_error_for_cnns() -> None:
+    net, size, _ = _build("vit_3d")
+    att = explain(net, torch.rand(1, *size), "attention_rollout")
+    assert att.maps.shape == (1, 32, 32, 32) and np.isfinite(att.maps).all()
+    demo, _, _ = _build("demo_cnn")
+    with pytest.raises(TargetLayerError, match="found no attention weights"):
+        explain(demo, torch.rand(1, *SIZE_2D), "attention_rollout")
+    swin, size, _ = _build("swin_2d")
+    with pytest.raises(TargetLayerError, match="windowed attention"):
+        explain(swin, torch.rand(2, *size), "attention_rollout")

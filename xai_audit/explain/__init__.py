@@ -13,13 +13,14 @@ Methods (aliases in brackets):
 - Perturbation (captum): ``occlusion``.
 - SHAP: ``expected_gradients`` [gradient_shap] (shap GradientExplainer) and the
   gradient-free ``partition_shap`` (shap Partition explainer + Image masker, 2D only).
+- Transformers: ``attention_rollout`` [rollout] (class-agnostic, ViTs).
 
 Register new methods with :func:`register_method` (subclass :class:`Explainer`).
 """
 
 from __future__ import annotations
 
-from . import cam, gradients, perturbation, shap_methods  # noqa: F401  (register methods)
+from . import cam, gradients, perturbation, rollout, shap_methods  # noqa: F401  (register)
 from .api import as_adapter, explain
 from .base import (
     Attribution,
