@@ -131,6 +131,9 @@ class DashboardState:
         self._pre_ci = self._index_precomputed(self._pre)
         # The audit's disparity flags (valid at its threshold) and the settings of its rule.
         pre_flags = stored_flags(subgroups)
+        if pre_flags and self._pre is not None and "label" in self._pre.columns and len(self._pre):
+            shown_label = str(self._pre["label"].iloc[0])  # the label whose table is shown
+            pre_flags = [f for f in pre_flags if str(f.get("label", shown_label)) == shown_label]
         self._pre_flags = index_flags(pre_flags) if pre_flags is not None else None
         self._pre_covered = covered_groups(self._pre) if pre_flags is not None else set()
         self.flag_settings = audit_settings(subgroups)
