@@ -377,3 +377,49 @@ def test_attention_rollout_3d_and_clear_error_for_cnns() -> None:
     swin, size, _ = _build("swin_2d")
     with pytest.raises(TargetLayerError, match="windowed attention"):
         explain(swin, torch.rand(2, *size), "attention_rollout")
+
+
+class TorchvisionStyleViT(nn.Module):
+    """torchvision's VisionTransformer layout and naming (conv_proj, encoder.layers.
+    encoder_layer_<i>.ln_1/self_attention/ln_2/mlp, encoder.ln, heads.head), small."""
+
+    def __init__(self, dim: int = 32, patch: int = 16, n_layers: int = 2) -> None:
+        super().__init__()
+        self.patch = patch
+        self.conv_proj = nn.Conv2d(1, dim, patch, stride=patch)
+        self.class_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.encoder = nn.Module()
+        self.encoder.layers = nn.Sequential()
+        for i in range(n_layers):
+            block = nn.Module()
+            block.ln_1 = nn.LayerNorm(dim)
+            block.self_attention = nn.MultiheadAttention(dim, 2, batch_first=True)
+            block.ln_2 = nn.LayerNorm(dim)
+            block.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+            self.encoder.layers.add_module(f"encoder_layer_{i}", block)
+        self.encoder.ln = nn.LayerNorm(dim)
+        self.heads = nn.Sequential()
+        self.heads.add_module("head", nn.Linear(dim, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.conv_proj(x).flatten(2).permute(0, 2, 1)
+        t = torch.cat([self.class_token.expand(len(t), -1, -1), t], 1)
+        for block in self.encoder.layers:
+            h = block.ln_1(t)
+            h, _ = block.self_attention(h, h, h, need_weights=False)
+            t = t + h
+            t = t + block.mlp(block.ln_2(t))
+        return self.heads(self.encoder.ln(t)[:, 0])
+
+
+def test_torchvision_style_vit_gets_the_last_blocks_ln_1() -> None:
+    torch.manual_seed(0)
+    net = TorchvisionStyleViT().eval()
+    x = torch.rand(2, *SIZE_2D)
+    choice = choose_target_layer(net, x)
+    assert choice.name == "encoder.layers.encoder_layer_1.ln_1"  # not conv_proj
+    assert "1 prefix token(s) dropped, 4x4 patch grid" in choice.note
+    cam = explain(net, x, "gradcam")
+    assert cam.target_layer == "encoder.layers.encoder_layer_1.ln_1"
+    assert cam.maps.shape == (2, 64, 64) and cam.maps.std() > 0
+    assert explain(net, x, "attention_rollout").maps.shape == (2, 64, 64)
