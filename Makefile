@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e ".[dev,notebook]"
+	$(PY) -m pip install --quiet -e ".[dev,notebook,ray]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/xai-audit demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --durations=15
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not slow"
