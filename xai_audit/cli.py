@@ -47,6 +47,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=False if args.quiet else None,
         cli=True,
+        backend=args.backend,
+        ray_address=args.ray_address,
+        ray_workers=args.ray_workers,
     )
     print(f"Audit result in {out.result_dir}")
     print(f"Report written to {out.report_path}")
@@ -121,6 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="path to the config file")
     p.add_argument("--output-dir", default=None, help="override the config's output folder")
     p.add_argument("--fresh", action="store_true", help="ignore finished batches, start afresh")
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default=None,
+        help="where the batches run (overrides the config's `backend`): the local loop or "
+        'Ray actors, one per GPU (needs pip install "xai-audit[ray]"); same results',
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join, e.g. 'auto' on a cluster node or 'ray://head:10001' "
+        "(implies --backend ray; default: start a local Ray)",
+    )
+    p.add_argument(
+        "--ray-workers", type=int, default=None, help="Ray actors (default: one per GPU, else CPU)"
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",

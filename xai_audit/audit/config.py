@@ -214,6 +214,9 @@ class AuditConfig:
     documentation : dict
         Regulatory documentation fields and ``document_control`` (see
         :mod:`xai_audit.audit.documentation`); a field not given reads "not provided".
+    backend : {"local", "ray"}
+        Where the batches run (:mod:`xai_audit.audit.backends`); ``ray_address`` and
+        ``ray_workers`` configure Ray. Not part of the audit's hash: results are the same.
     """
 
     name: str = "xai_audit audit"
@@ -242,6 +245,11 @@ class AuditConfig:
     model_card: dict[str, Any] = field(default_factory=dict)
     documentation: dict[str, Any] = field(default_factory=dict)
     progress: Any = None  # display only: not part of the audit's settings or hash
+    # Where the batches run (xai_audit.audit.backends); the results are the same, so these
+    # are not part of the audit's settings or hash either.
+    backend: str = "local"
+    ray_address: str | None = None
+    ray_workers: int | None = None
     source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,6 +257,8 @@ class AuditConfig:
         out = asdict(self)
         out.pop("source", None)
         out.pop("progress", None)
+        for key in ("backend", "ray_address", "ray_workers"):
+            out.pop(key, None)
         return out
 
     def hash(self) -> str:
@@ -602,6 +612,9 @@ def validate(cfg: AuditConfig) -> list[str]:
         problems.append(f"progress must be true, false, auto, bar, log or off; got {cfg.progress!r}")
     q = cfg.quality
     problems += check_quality_sizes(q)
+    from .backends import check_backend
+
+    problems += check_backend(cfg.backend, cfg.ray_address, cfg.ray_workers)
     problems += check_shortcut(q)
     from .documentation import check_documentation
 
@@ -799,6 +812,9 @@ def audit_from_config(
         fresh=fresh,
         config=cfg.to_dict(),
         explain_labels=cfg.explain_labels,
+        backend=cfg.backend,
+        ray_address=cfg.ray_address,
+        ray_workers=cfg.ray_workers,
     )
 
 
@@ -809,6 +825,9 @@ def run_config(
     overwrite: bool = False,
     progress: Any = None,
     cli: bool = False,
+    backend: str | None = None,
+    ray_address: str | None = None,
+    ray_workers: int | None = None,
 ) -> RunOutput:
     """Run the audit a YAML/TOML config describes and write its report.
 
@@ -828,6 +847,8 @@ def run_config(
     cli : bool, default False
         Automatic progress prints plain lines when stderr is not a terminal (the command
         line), instead of nothing.
+    backend, ray_address, ray_workers : optional
+        Override the config's keys of the same names (where the batches run).
 
     Returns
     -------
@@ -835,6 +856,15 @@ def run_config(
         ``result``, ``result_dir`` and ``report_path``.
     """
     cfg = load_config(path)
+    if backend is not None or ray_address is not None or ray_workers is not None:
+        from .backends import check_backend
+
+        cfg.backend = backend or ("ray" if ray_address or ray_workers else cfg.backend)
+        cfg.ray_address = ray_address if ray_address is not None else cfg.ray_address
+        cfg.ray_workers = ray_workers if ray_workers is not None else cfg.ray_workers
+        problems = check_backend(cfg.backend, cfg.ray_address, cfg.ray_workers)
+        if problems:
+            raise ConfigError(problems, str(path))
     audit = audit_from_config(cfg, output_dir=output_dir, fresh=fresh)
     audit.overwrite = overwrite
     from .progress import make_progress

@@ -126,6 +126,15 @@ class Audit:
         labels explained (attribution maps and explanation checks; every label gets its
         threshold, subgroup tables and findings). ``"auto"``: all labels when there are at
         most 5, else the first label and the labels with a flagged subgroup gap (at most 5).
+    backend : {"local", "ray"}, default "local"
+        Engine of the batch phase: the local loop, or Ray actors (one per GPU, else per CPU)
+        writing the same shards (needs ``pip install "xai-audit[ray]"``). Results, resume and
+        the folder lock are the same for both; aggregation always runs here.
+    ray_address : str, optional
+        Ray cluster to join (``"auto"``, ``"ray://head:10001"``); default: the Ray already
+        initialised in this process, else ``RAY_ADDRESS``, else a local Ray for this run.
+    ray_workers : int, optional
+        Number of Ray actors (default one per GPU of the cluster, else one per CPU).
 
     Attributes
     ----------
@@ -183,6 +192,9 @@ class Audit:
         config: Mapping[str, Any] | None = None,
         on_batch: BatchCallback | None = None,
         explain_labels: str | Sequence[str] = "auto",
+        backend: str = "local",
+        ray_address: str | None = None,
+        ray_workers: int | None = None,
     ) -> None:
         if isinstance(data, (str, Path)):
             from ..data import load_manifest
@@ -229,6 +241,7 @@ class Audit:
         self.overwrite = bool(overwrite)
         self.on_batch = on_batch
         self.explain_labels = explain_labels
+        self.backend, self.ray_address, self.ray_workers = backend, ray_address, ray_workers
         self._config = dict(config) if config is not None else None
         self._output_dir = Path(output_dir) if output_dir is not None else None
         self._validate()
@@ -286,6 +299,9 @@ class Audit:
                 problems.append(f"model: {exc}")
         problems += check_quality_sizes(self.quality)
         problems += self._check_shortcut()
+        from .backends import check_backend
+
+        problems += check_backend(self.backend, self.ray_address, self.ray_workers)
         if problems:
             raise ConfigError(problems, "Audit")
         self.data_warnings = self._data_warnings()
@@ -574,6 +590,7 @@ class Audit:
             }
         )
         result.provenance["batches"] = {"total": n_batches, "computed": len(todo), "reused": reused}
+        result.provenance["backend"] = self.backend  # of the batches computed in this run
         if self.criteria is not None:  # after the findings: "no_findings" criteria read them
             from .criteria import attach_criteria
 
@@ -598,6 +615,8 @@ class Audit:
     def _run_batches(
         self, store: ShardStore, task: BatchTask, todo: list[int], n_batches: int
     ) -> None:
+        if self.backend == "ray" and todo:
+            return self._run_batches_ray(store, task, todo, n_batches)
         done = 0
         # Load the next batch's images in a thread while the model works on this one.
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -624,6 +643,36 @@ class Audit:
                 if hasattr(exc, "add_note"):
                     exc.add_note(msg)
                 raise
+
+    def _run_batches_ray(
+        self, store: ShardStore, task: BatchTask, todo: list[int], n_batches: int
+    ) -> None:
+        """The batch phase on Ray actors (:mod:`xai_audit.audit.backends.ray_backend`)."""
+        from .backends import ray_backend
+
+        try:
+            ray_backend.run_batches(
+                self.model,
+                self.data,
+                store,
+                task,
+                todo,
+                n_batches,
+                self.batch_size,
+                address=self.ray_address,
+                workers=self.ray_workers,
+                on_batch=self.on_batch,
+            )
+        except BaseException as exc:
+            msg = (
+                f"The audit stopped after {len(store.finished())} of {n_batches} batches; the "
+                f"finished batches are kept in {store.shard_dir} and running it again with the "
+                "same settings (on either backend) resumes from there."
+            )
+            log.error(msg)
+            if hasattr(exc, "add_note"):
+                exc.add_note(msg)
+            raise
 
     def _aggregate(
         self, store: ShardStore, task: BatchTask, hashes: dict[str, str], started: str
