@@ -225,7 +225,7 @@ class AuditConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     attributes: list[str] = field(default_factory=list)
-    intersections: bool | list[list[str]] = True
+    intersections: bool | int | list[list[str]] = True
     attribute_bins: dict[str, Any] | None = None
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gradcam": {}})
     threshold: Any = "youden"
