@@ -8,10 +8,11 @@ with those elements empty, hashed, and the digest is then written into them (the
 the document-control block) and into the JSON twin (``integrity.report_sha256``). Editing
 anything else in the file (a number, a word, a figure) changes the digest.
 
-Verify with ``xai-audit verify-report REPORT.html`` or, without xai_audit, with the Python
-one-liner :data:`ONE_LINER` (also in the README) (prints ``True`` for an untouched report). The hash proves that the file is the one whose
-digest was recorded (e.g. in a document-management system or a signed submission); it is not
-a signature: whoever can edit the file can also recompute the digest.
+Verify with ``xai-audit verify-report REPORT.html``, or without xai_audit with the snippet
+in the README (section "For reviewers") or :data:`ONE_LINER`; both print ``True`` for an
+untouched report. The hash proves that the file is the one whose digest was recorded (e.g. in
+a document-management system or a signed submission); it is not a signature: whoever can edit
+the file can also recompute the digest.
 """
 
 from __future__ import annotations
