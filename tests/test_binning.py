@@ -52,6 +52,9 @@ def test_auto_rule_decades_for_age_quintiles_otherwise_none_for_few_values() -> 
     groups = pd.Series(bin_labels(bmi, edges)).value_counts(normalize=True)
     assert np.allclose(groups, 0.2, atol=0.03)  # quintiles: about a fifth each
     assert all(len(str(e)) <= 4 for e in edges)  # rounded to 2 significant digits
+    labels, info = bin_values(bmi, "bmi")
+    assert all("-<" in g or g[0] in "<>" for g in info["groups"])  # decimals: "23-<26"
+    assert bin_values(np.arange(100.0), "score")[1]["groups"][0] == "<20"  # whole numbers
     assert auto_edges(rng.integers(1, 4, 200), "site") is None  # few values: left alone
     assert auto_edges(["a", "b"] * 20, "age") is None  # not numeric
     assert bin_values(age, "age", False)[0] is None

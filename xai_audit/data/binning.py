@@ -3,8 +3,9 @@
 One rule for every path (DICOM manifests, ``Audit(attribute_bins=...)``, config files):
 
 * Bins are left-closed ``[lo, hi)`` with open ends, labelled by :func:`bin_labels`: integral
-  edges read ``"<40"``, ``"40-64"``, ``"65+"`` (``"40-64"`` holds 40 <= x < 65); other edges
-  read ``"<2.5"``, ``"2.5-<4"``, ``">=4"``.
+  edges on whole-number or age data read ``"<40"``, ``"40-64"``, ``"65+"`` (``"40-64"`` holds
+  40 <= x < 65, the convention for ages); otherwise ``"<2.5"``, ``"2.5-<4"``, ``">=4"`` (so
+  that 25.7 is not read as outside ``"23-25"``).
 * Given edges are used as they are (``attribute_bins={"age": [0, 40, 65, 120]}``).
 * Without edges, a numeric column with more than :data:`MAX_UNBINNED_VALUES` distinct values
   is binned automatically: an age-like column (name ``age``, ``*_age``, ``age_*``, values in
@@ -45,8 +46,8 @@ def _edge_text(x: float) -> str:
     return f"{x:g}"
 
 
-def _labels(edges: Sequence[float]) -> list[str]:
-    integral = all(float(e).is_integer() for e in edges)
+def _labels(edges: Sequence[float], whole: bool = True) -> list[str]:
+    integral = whole and all(float(e).is_integer() for e in edges)
     if integral:
         inner = [f"{lo:g}-{hi - 1:g}" for lo, hi in zip(edges[:-1], edges[1:])]
         return [f"<{edges[0]:g}", *inner, f"{edges[-1]:g}+"]
@@ -54,7 +55,7 @@ def _labels(edges: Sequence[float]) -> list[str]:
     return [f"<{_edge_text(edges[0])}", *inner, f">={_edge_text(edges[-1])}"]
 
 
-def bin_labels(values: Any, edges: Sequence[float]) -> pd.Series:
+def bin_labels(values: Any, edges: Sequence[float], *, whole: bool = True) -> pd.Series:
     """Left-closed bins with open ends: each value's label, NaN where it is missing.
 
     Parameters
@@ -64,6 +65,9 @@ def bin_labels(values: Any, edges: Sequence[float]) -> pd.Series:
     edges : sequence of float
         Strictly increasing inner edges, e.g. ``[40, 65]`` -> ``"<40"``, ``"40-64"``,
         ``"65+"``.
+    whole : bool, default True
+        Label integral edges as whole-number ranges (``"40-64"``); False writes ``"40-<65"``
+        (for measurements with decimals).
 
     Returns
     -------
@@ -72,7 +76,7 @@ def bin_labels(values: Any, edges: Sequence[float]) -> pd.Series:
     """
     edges = [float(e) for e in edges]
     x = pd.Series(pd.to_numeric(pd.Series(values).reset_index(drop=True), errors="coerce"))
-    groups = pd.cut(x, [-np.inf, *edges, np.inf], right=False, labels=_labels(edges))
+    groups = pd.cut(x, [-np.inf, *edges, np.inf], right=False, labels=_labels(edges, whole))
     return groups.astype(object).where(x.notna(), np.nan)
 
 
@@ -177,8 +181,11 @@ def bin_values(values: Any, name: str, edges: Any = "auto") -> tuple[pd.Series |
         if _numeric(values) is None:
             raise ValueError(f"attribute_bins[{name!r}]: the column {name!r} is not numeric.")
         inner, rule = [float(e) for e in edges], "given"
-    labels = bin_labels(values, inner)
-    present = [g for g in _labels(inner) if (labels == g).any()]
+    x = _numeric(values)
+    finite = x[np.isfinite(x)] if x is not None else np.zeros(0)
+    whole = bool(_AGE_NAME.search(name)) or bool(np.all(finite == np.round(finite)))
+    labels = bin_labels(values, inner, whole=whole)
+    present = [g for g in _labels(inner, whole) if (labels == g).any()]
     n_values = int(pd.Series(values).nunique(dropna=True))
     note = (
         f"Attribute {name!r} ({n_values} distinct numeric values) was binned into "
