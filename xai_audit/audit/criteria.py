@@ -561,7 +561,7 @@ def _f(v: Any) -> float:
         return float("nan")
 
 
-def _judge(c: Criterion, row: Mapping[str, Any], level_text: str) -> tuple[str, str]:
+def _judge(c: Criterion, row: Mapping[str, Any]) -> tuple[str, str]:
     value, lo, hi = _f(row.get("value")), _f(row.get("ci_low")), _f(row.get("ci_high"))
     status = str(row.get("status") or "ok")
     if not np.isfinite(value):
@@ -699,7 +699,7 @@ def evaluate_criteria(result: Any, criteria: Any, comparison: Any = None) -> pd.
             r = indexed.loc[key]
             r = r.iloc[0] if isinstance(r, pd.DataFrame) else r
             r = {**r.to_dict(), "attribute": key[0], "group": key[1]}
-            verdict, reason = _judge(c, r, "")
+            verdict, reason = _judge(c, r)
             rows.append(
                 {
                     **base,
