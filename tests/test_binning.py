@@ -118,3 +118,21 @@ def test_raw_values_kept_on_request_and_bad_bins_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="not numeric"):
         Audit(tiny_model(), data, sensitive=["sex"], attribute_bins={"sex": [1, 2]},
               output_dir=tmp_path / "e", **LIGHT).run(progress=False)  # fmt: skip
+
+
+def test_config_key_attribute_bins(tmp_path) -> None:
+    from xai_audit.audit.config import load_config
+
+    np.save(tmp_path / "a.npy", np.zeros((1, 8, 8), np.float32))
+    pd.DataFrame(
+        {"case_id": ["a", "b"], "image": ["a.npy", "a.npy"], "label": [0, 1], "age": [30, 70]}
+    ).to_csv(tmp_path / "m.csv", index=False)
+    good = tmp_path / "good.yaml"
+    good.write_text("data: {manifest: m.csv}\nattributes: [age]\nattribute_bins: {age: [40, 65]}\n")
+    assert load_config(good).attribute_bins == {"age": [40, 65]}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {manifest: m.csv}\nattributes: [age]\nattribute_bins: {agee: [65, 40]}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert "not a sensitive attribute" in str(err.value)
+    assert "strictly increasing" in str(err.value)
