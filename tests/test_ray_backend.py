@@ -246,7 +246,6 @@ def _config(tmp_path: Path, manifest: Path, **extra: object) -> Path:
         "n_boot": 20,
         "min_group_size": 6,
         "quality": {"faithfulness": False, "sanity": False, "shortcuts": False},
-        "slices": False,
         **extra,
     }
     path = tmp_path / "audit.yaml"
