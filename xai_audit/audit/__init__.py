@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .batch import BatchTask, MethodSpec, compute_batch
 from .config import AuditConfig, ConfigError, load_config, run_config
+from .criteria import CriteriaError, evaluate_criteria, load_criteria, overall_verdict
 from .result import AuditResult, ResultError
 from .runner import Audit
 from .store import FolderLockedError, NotOwnedError
@@ -26,11 +27,15 @@ __all__ = [
     "AuditResult",
     "BatchTask",
     "ConfigError",
+    "CriteriaError",
     "FolderLockedError",
     "MethodSpec",
     "NotOwnedError",
     "ResultError",
     "compute_batch",
+    "evaluate_criteria",
+    "load_criteria",
+    "overall_verdict",
     "load_config",
     "run_config",
 ]
