@@ -192,6 +192,124 @@ def bench_model(
     return out
 
 
+MATRIX_RESULTS = Path(__file__).resolve().parent / "results" / "explainers_matrix.json"
+
+
+def matrix_nets() -> list[tuple[str, nn.Module, str]]:
+    """The demo CNN, a ResNet-like and a DenseNet-like net (MONAI), 1 input channel."""
+    from monai.networks.nets import DenseNet121, resnet18
+
+    torch.manual_seed(0)
+    return [
+        ("DemoCNN", DemoCNN(), "features.block4"),
+        (
+            "ResNet-18 (MONAI)",
+            resnet18(spatial_dims=2, n_input_channels=1, num_classes=2),
+            "layer4",
+        ),
+        (
+            "DenseNet-121 (MONAI)",
+            DenseNet121(spatial_dims=2, in_channels=1, out_channels=2),
+            "class_layers.relu",
+        ),
+    ]
+
+
+def matrix_cell(
+    label: str,
+    net: nn.Module,
+    layer_name: str,
+    size: int,
+    batch: int,
+    ig_steps: int,
+    repeats: int,
+    device: torch.device,
+) -> dict:
+    """One net at one size: interleaved explain() / captum timings and their ratios."""
+    layer = dict(net.named_modules())[layer_name]
+    adapter = ModelAdapter(net, target_layer=layer_name, device=device)
+    torch.manual_seed(size)
+    x = torch.rand(batch, 1, size, size, device=device)
+    with torch.no_grad():
+        logits = net(x)
+    targets = logits.argmax(1)
+    t_list = targets.tolist()
+    np_logits = logits.cpu().numpy()
+
+    def captum_gradcam():
+        cam = LayerGradCam(net, layer).attribute(x, target=targets)
+        return F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)
+
+    cam = interleaved(
+        {
+            "explain_gradcam_adapter": lambda: explain(adapter, x, "gradcam", target=t_list),
+            "explain_gradcam_bare": lambda: explain(
+                net, x, "gradcam", target=t_list, target_layer=layer_name
+            ),
+            "explain_gradcam_bare_auto_layer": lambda: explain(net, x, "gradcam", target=t_list),
+            "captum_layergradcam": captum_gradcam,
+        },
+        repeats * 2,
+        device,
+    )
+    ig = interleaved(
+        {
+            "explain_ig": lambda: explain(adapter, x, "ig", target=t_list, n_steps=ig_steps),
+            "explain_ig_with_logits": lambda: explain(
+                adapter, x, "ig", target=t_list, n_steps=ig_steps, logits=np_logits
+            ),
+            "captum_ig": lambda: IntegratedGradients(net).attribute(
+                x, baselines=torch.zeros_like(x), target=targets, n_steps=ig_steps
+            ),
+        },
+        repeats,
+        device,
+    )
+    return {
+        "model": label,
+        "size": size,
+        "batch": batch,
+        "ig_steps": ig_steps,
+        "seconds": {k: round(v, 5) for k, v in {**cam, **ig}.items()},
+        "ratios_vs_captum": {
+            "gradcam_adapter": cam["captum_layergradcam"] / cam["explain_gradcam_adapter"],
+            "gradcam_bare": cam["captum_layergradcam"] / cam["explain_gradcam_bare"],
+            "gradcam_bare_auto_layer": cam["captum_layergradcam"]
+            / cam["explain_gradcam_bare_auto_layer"],
+            "ig": ig["captum_ig"] / ig["explain_ig"],
+            "ig_with_logits": ig["captum_ig"] / ig["explain_ig_with_logits"],
+        },
+        "load_average": os.getloadavg(),
+    }
+
+
+def matrix(
+    sizes: tuple[int, ...], batch: int, ig_steps: int, repeats: int, device: torch.device
+) -> dict:
+    """Per-call overhead against captum on small batches (the issue-17 targets).
+
+    For each net and image size, interleaved in one loop: ``explain()`` through a
+    ``ModelAdapter`` and on the bare module (target layer cached after the first call),
+    captum ``LayerGradCam`` + upsampling; ``explain()`` IG without and with the logits, captum
+    ``IntegratedGradients`` with the same steps (one internal batch, as both default to).
+    """
+    rows = []
+    for label, net, layer_name in matrix_nets():
+        net = net.to(device).eval()
+        for size in sizes:
+            row = matrix_cell(label, net, layer_name, size, batch, ig_steps, repeats, device)
+            rows.append(row)
+            r = row["ratios_vs_captum"]
+            print(
+                f"[matrix] {label:<22} {size:>4}px  Grad-CAM adapter {r['gradcam_adapter']:.2f}x"
+                f"  bare {r['gradcam_bare']:.2f}x  bare+auto layer "
+                f"{r['gradcam_bare_auto_layer']:.2f}x  IG {r['ig']:.2f}x  IG+logits "
+                f"{r['ig_with_logits']:.2f}x  (load {row['load_average'][0]:.1f})",
+                flush=True,
+            )
+    return {"rows": rows, "targets": {"gradcam": 1.0, "ig": 1.0}}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small images, few repeats")
@@ -199,7 +317,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--matrix",
+        action="store_true",
+        help="only the per-call overhead matrix: demo CNN, ResNet-18, DenseNet-121 at 64 and "
+        "224 px, batch 2, IG 4 steps, adapter and bare module (bench/results/"
+        "explainers_matrix.json)",
+    )
     args = parser.parse_args(argv)
+    if args.matrix:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        start = os.getloadavg()
+        out = matrix((64, 224), 2, 4, args.repeats or 5, device)
+        out["load_average_start"], out["load_average_end"] = start, os.getloadavg()
+        out["torch"], out["cpu_threads"] = torch.__version__, torch.get_num_threads()
+        MATRIX_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        MATRIX_RESULTS.write_text(json.dumps(out, indent=2))
+        print(f"written to {MATRIX_RESULTS}")
+        return out
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
