@@ -1,4 +1,4 @@
-"""Generate the four user notebooks from the cell lists below (outputs cleared).
+"""Generate the user notebooks from the cell lists below (outputs cleared).
 
 Run ``python notebooks/_build.py`` after editing; commit the ``.ipynb`` files. Every notebook
 runs top to bottom on the bundled demo data and model in under two minutes on a CPU, writing
@@ -276,11 +276,178 @@ CASE_REVIEW = [
     ),
 ]
 
+CHANGE_CONTROL = [
+    new_markdown_cell(
+        "# 05 · Change control: is v2 acceptable?\n\n"
+        "Every model update raises the same question: *did v2 fix what it was meant to fix "
+        "(here: the lower sensitivity in the `65+` age group) without harming anyone?* A "
+        "Predetermined Change Control Plan answers it with **acceptance criteria written before "
+        "the new audit**, and a **paired comparison** of the two models on the same cases: every "
+        "bootstrap resample draws patients once and scores both models on them, so the "
+        "intervals are for the difference itself.\n\n"
+        "Steps: write the criteria, audit the reference model, make a v2 (a few fine-tuning "
+        "steps on separate data), audit it on the same cases, compare, judge the criteria."
+    ),
+    new_code_cell(SETUP),
+    new_markdown_cell(
+        "## 1. Acceptance criteria, written first\n\n"
+        "Bounds are on confidence intervals, never on point estimates. `compare_to: reference` "
+        "criteria read the paired difference new − reference: non-inferiority by 0.02 means the "
+        "lower end of its interval must be at or above −0.02."
+    ),
+    new_code_cell(
+        "criteria_file = Path(\"audits/v2_criteria.yaml\")\n"
+        "criteria_file.parent.mkdir(exist_ok=True)\n"
+        "criteria_file.write_text('''\\\n"
+        "criteria:\n"
+        "  - metric: sensitivity              # the goal of v2: the 65+ group\n"
+        "    groups: age_group=65+\n"
+        "    lower_ci_at_least: 0.80\n"
+        "  - compare_to: reference            # nobody worse off: sensitivity and specificity\n"
+        "    metric: sensitivity\n"
+        "    groups: age_group\n"
+        "    non_inferiority_margin: 0.02\n"
+        "  - compare_to: reference\n"
+        "    metric: specificity\n"
+        "    groups: age_group\n"
+        "    non_inferiority_margin: 0.02\n"
+        "  - compare_to: reference\n"
+        "    metric: auroc\n"
+        "    groups: overall\n"
+        "    non_inferiority_margin: 0.01\n"
+        "''')\n"
+        "from xai_audit.audit.criteria import load_criteria\n\n"
+        "criteria = load_criteria(criteria_file)\n"
+        "len(criteria)"
+    ),
+    new_markdown_cell("## 2. The reference audit (v1)"),
+    new_code_cell(AUDIT),
+    new_markdown_cell(
+        "## 3. Make a v2\n\n"
+        "A stand-in for a real retraining: the last layer of the demo CNN is fine-tuned for a "
+        "few steps on **separate** synthetic data (another seed; never on the audited cases), "
+        "with the `65+` group weighted three times."
+    ),
+    new_code_cell(
+        "import torch\n\n"
+        "from xai_audit import ModelAdapter\n"
+        "from xai_audit.model import load_demo_network\n\n"
+        "tune = load_manifest(generate_demo_dataset(\"audits/tune_data\", n_samples=160, seed=7))\n"
+        "net = load_demo_network()  # eval mode: batch-norm statistics stay fixed\n"
+        "x = torch.tensor(tune.load_images(range(len(tune))), dtype=torch.float32)\n"
+        "y = torch.tensor(tune.label, dtype=torch.long)\n"
+        "weight = torch.where(torch.tensor((tune.attributes[\"age_group\"] == \"65+\").to_numpy()), 3.0, 1.0)\n"
+        "with torch.no_grad():  # the convolutional features stay as they are\n"
+        "    feats = torch.flatten(net.pool(net.features((x - net.mean) / net.std)), 1)\n"
+        "opt = torch.optim.Adam(net.head.parameters(), lr=0.02)\n"
+        "for step in range(40):\n"
+        "    loss = (torch.nn.functional.cross_entropy(net.head(feats), y, reduction=\"none\") * weight).mean()\n"
+        "    opt.zero_grad()\n"
+        "    loss.backward()\n"
+        "    opt.step()\n"
+        "model_v2 = ModelAdapter(net.eval(), class_names=[\"normal\", \"lesion\"], activation=\"softmax\",\n"
+        "                        positive_class=\"lesion\", device=\"cpu\", name=\"xai_audit demo CNN\",\n"
+        "                        version=\"2.0-finetuned\")\n"
+        "print(f\"fine-tuning loss {loss.item():.3f}\")"
+    ),
+    new_markdown_cell(
+        "Audit v2 exactly like v1: same cases, attributes, methods and settings (a comparison "
+        "needs the same case ids)."
+    ),
+    new_code_cell(
+        "result_v2 = Audit(\n"
+        "    model_v2,\n"
+        "    manifest,\n"
+        "    sensitive=[\"sex\", \"age_group\", \"site\"],\n"
+        "    methods=[\"gradcam\", \"saliency\"],\n"
+        "    n_boot=200,\n"
+        "    min_group_size=20,\n"
+        "    quality={\"sample_size\": 32, \"sanity_sample_size\": 8, \"n_steps\": 10},\n"
+        "    output_dir=\"audits/v2\",\n"
+        ").run()\n"
+        "result_v2"
+    ),
+    new_markdown_cell(
+        "## 4. Compare\n\n"
+        "Audit results keep no patient ids, so the manifest is passed to group a patient's "
+        "images in the bootstrap (the ids are not stored). Each model is judged at its own "
+        "audited threshold; the summary says which."
+    ),
+    new_code_cell(
+        "from xai_audit.compare import compare_audits\n\n"
+        "cmp = compare_audits(result, result_v2, patients=manifest, n_boot=200)\n"
+        "print(cmp.summary())"
+    ),
+    new_markdown_cell(
+        "How to read it: *better* / *worse* only when the whole interval lies on one side of "
+        "zero; group changes are named only when a simultaneous interval over every group and "
+        "metric excludes zero, so that among dozens of groups nothing is named by chance. "
+        "Each model is judged at its **own** audited threshold: when v2's scores shift, a "
+        "threshold re-chosen on the audited data (Youden here) moves with them and can undo the "
+        "change in decisions. To compare decisions at one operating point fixed in advance, give "
+        "both audits the same `threshold` (a number, e.g. the model card's) or a validation "
+        "split (`threshold_from`).\n\n"
+        "`cmp.differences` has one row per metric and group (intersections too): reference, "
+        "new, the paired difference and its interval."
+    ),
+    new_code_cell(
+        "d = cmp.differences\n"
+        "d[(d.attribute == \"age_group\") & d.metric.isin([\"sensitivity\", \"specificity\"])].round(3)"
+    ),
+    new_markdown_cell(
+        "Which decisions flipped, by group, and how many flips became errors:"
+    ),
+    new_code_cell("cmp.flips[cmp.flips.attribute.isin([\"overall\", \"age_group\"])]"),
+    new_markdown_cell(
+        "Did the explanations change? Shortcut share and localisation are paired per case; "
+        "faithfulness and sanity are each audit's own verdict."
+    ),
+    new_code_cell("cmp.explanations.round(3)"),
+    new_markdown_cell("## 5. Judge the criteria"),
+    new_code_cell(
+        "from xai_audit.audit.criteria import evaluate_criteria, exit_code, format_table\n\n"
+        "verdicts = evaluate_criteria(result_v2, criteria, comparison=cmp)\n"
+        "print(format_table(verdicts))\n"
+        "print(\"exit code of `xai-audit compare ... --criteria`:\", exit_code(verdicts))"
+    ),
+    new_markdown_cell(
+        "A `fail` row names the group and the bound it missed; *the estimate meets it, the "
+        "interval does not* means the data are too few to show it. Where both models make the "
+        "same decision on every case of a group, the paired interval is exactly 0: no case "
+        "disagrees, which is no proof of equality in a larger population (check `n` and "
+        "`cmp.flips` for small groups)."
+    ),
+    new_markdown_cell(
+        "The same gate from a shell or CI job (exit 0: every criterion passes, 1: one fails, "
+        "2: one is inconclusive or an error):\n\n"
+        "```\n"
+        "xai-audit compare audits/demo audits/v2 --manifest demo_data/manifest.csv \\\n"
+        "    --criteria audits/v2_criteria.yaml --report reports/change_control.html\n"
+        "```\n\n"
+        "The comparison report (self-contained HTML and its JSON twin):"
+    ),
+    new_code_cell(
+        "report = cmp.report(\"reports/change_control.html\", criteria=verdicts)\n"
+        "print(report, report.stat().st_size // 1024, \"kB\")"
+    ),
+    new_markdown_cell(
+        "## 6. Look at either model\n\n"
+        "The dashboard and explorer open on the reference or the new audit; `model_picker` "
+        "switches between them."
+    ),
+    new_code_cell("cmp.dashboard(\"new\", data=manifest, model=model_v2)"),
+    new_code_cell(
+        "from xai_audit.compare import model_picker\n\n"
+        "model_picker(cmp, \"dashboard\", data=manifest)"
+    ),
+]
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_bias_audit.ipynb": BIAS,
     "03_regulatory_review.ipynb": REGULATORY,
     "04_case_review.ipynb": CASE_REVIEW,
+    "05_change_control.ipynb": CHANGE_CONTROL,
 }
 
 

@@ -14,7 +14,13 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["01_quickstart", "02_bias_audit", "03_regulatory_review", "04_case_review"]
+NOTEBOOKS = [
+    "01_quickstart",
+    "02_bias_audit",
+    "03_regulatory_review",
+    "04_case_review",
+    "05_change_control",
+]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 pytestmark = pytest.mark.slow
