@@ -164,3 +164,39 @@ def test_change_control_settings_are_checked_before_any_work(split_manifest: Pat
         Audit(tiny_model(), data, threshold_from={"split_column": "split", "split": "val"}, **LIGHT)
     with pytest.raises(ConfigError, match="column 'fold' is not in the manifest"):
         Audit(tiny_model(), data, threshold_from={"split_column": "fold", "split": "v"}, **LIGHT)
+
+
+def test_config_keys_are_validated_and_resolved(split_manifest: Path, tmp_path: Path) -> None:
+    from xai_audit.audit.config import parse_config
+
+    (tmp_path / "gate.yaml").write_text(CRITERIA, encoding="utf-8")
+    base = {"data": {"manifest": str(split_manifest)}, "attributes": ["sex"]}
+    cfg = parse_config(
+        {
+            **base,
+            "threshold_from": {"split_column": "split", "split": "validation"},
+            "performance_floor": {"auroc": 0.8},
+            "criteria": "gate.yaml",
+        },
+        base_dir=tmp_path,
+    )
+    assert cfg.criteria == str((tmp_path / "gate.yaml").resolve())
+    assert cfg.threshold_from == {"split_column": "split", "split": "validation"}
+    (tmp_path / "bad.yaml").write_text("criteria:\n  - metric: auroc\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {
+                **base,
+                "threshold": 0.4,
+                "threshold_from": {"split_column": "fold", "split": "v", "rule": 0.3},
+                "performance_floor": {"auroc": 2},
+                "criteria": "bad.yaml",
+            },
+            base_dir=tmp_path,
+        )
+    text = str(err.value)
+    assert "threshold_from.split_column: column 'fold' is not in the manifest" in text
+    assert "threshold_from.rule must be a rule" in text
+    assert "threshold is a number (0.4) and threshold_from is given too" in text
+    assert "performance_floor: auroc must be a number in [0, 1], got 2" in text
+    assert "criteria: line 2 (criterion 1): give exactly one bound" in text

@@ -59,8 +59,17 @@ def _result(findings=()) -> SimpleNamespace:
             _row("age_group", "65+", "sensitivity", 0.66, 0.56, 0.75),
             _row("sex", "F", "sensitivity", 0.88, 0.8, 0.95),
             _row("sex", "M", "sensitivity", 0.9, 0.84, 0.96),
-            _row("site", "A", "sensitivity", np.nan, np.nan, np.nan, n=12, status="small",
-                 reason="only 12 cases (minimum 30): metrics not computed"),  # fmt: skip
+            _row(
+                "site",
+                "A",
+                "sensitivity",
+                np.nan,
+                np.nan,
+                np.nan,
+                n=12,
+                status="small",
+                reason="only 12 cases (minimum 30): metrics not computed",
+            ),
             _row("site", "B", "sensitivity", 0.9, 0.85, 0.95),
             _row("scanner", "X", "sensitivity", 0.9, 0.87, 0.93),
             _row("sex × age_group", "F | 65+", "sensitivity", 0.68, 0.56, 0.8),
@@ -89,7 +98,9 @@ def test_issue_example_verdicts(tmp_path: Path) -> None:
     auroc = t[t["metric"] == "auroc"]
     assert list(auroc["verdict"]) == ["pass"] and auroc["group"].iloc[0] == "overall"
     cmp = t[t["criterion"].str.contains("vs reference")]
-    assert list(cmp["verdict"]) == ["inconclusive"] and "needs a comparison" in cmp["reason"].iloc[0]
+    assert (
+        list(cmp["verdict"]) == ["inconclusive"] and "needs a comparison" in cmp["reason"].iloc[0]
+    )
     assert t[t["metric"] == "findings"]["verdict"].tolist() == ["pass"]
     assert overall_verdict(t) == "fail" and exit_code(t) == 1
     s = summarise(t)
@@ -170,7 +181,8 @@ def _comparison() -> SimpleNamespace:
         ("ece", "overall", "overall", 0.05, 0.06, 0.01, -0.01, 0.015),
     ]
     d = pd.DataFrame(
-        rows, columns=["metric", "attribute", "group", "reference", "new", "diff", "ci_low", "ci_high"]
+        rows,
+        columns=["metric", "attribute", "group", "reference", "new", "diff", "ci_low", "ci_high"],
     )
     d["n"] = 100
     return SimpleNamespace(differences=d)
@@ -179,13 +191,26 @@ def _comparison() -> SimpleNamespace:
 def test_comparison_criteria_read_the_paired_differences() -> None:
     c = parse_criteria(
         [
-            {"compare_to": "reference", "metric": "sensitivity", "groups": "all",
-             "non_inferiority_margin": 0.02},  # fmt: skip
-            {"compare_to": "reference", "metric": "sensitivity", "groups": "age_group=65+",
-             "lower_ci_at_least": 0.0, "name": "65+ gap closed"},  # fmt: skip
+            {
+                "compare_to": "reference",
+                "metric": "sensitivity",
+                "groups": "all",
+                "non_inferiority_margin": 0.02,
+            },
+            {
+                "compare_to": "reference",
+                "metric": "sensitivity",
+                "groups": "age_group=65+",
+                "lower_ci_at_least": 0.0,
+                "name": "65+ gap closed",
+            },
             {"compare_to": "reference", "metric": "ece", "non_inferiority_margin": 0.02},
-            {"compare_to": "reference", "metric": "sensitivity",
-             "groups": "sex=F & age_group=65+", "lower_ci_at_least": 0.0},  # fmt: skip
+            {
+                "compare_to": "reference",
+                "metric": "sensitivity",
+                "groups": "sex=F & age_group=65+",
+                "lower_ci_at_least": 0.0,
+            },
         ]
     )
     t = evaluate_criteria(_result(), c, comparison=_comparison())
@@ -208,8 +233,14 @@ def test_self_comparison_has_zero_differences_and_passes() -> None:
     d = _comparison().differences.copy()
     d[["new", "diff", "ci_low", "ci_high"]] = d[["reference"]].to_numpy() * [1, 0, 0, 0]
     c = parse_criteria(
-        [{"compare_to": "reference", "metric": "sensitivity", "groups": "all",
-          "non_inferiority_margin": 0.0}]  # fmt: skip
+        [
+            {
+                "compare_to": "reference",
+                "metric": "sensitivity",
+                "groups": "all",
+                "non_inferiority_margin": 0.0,
+            }
+        ]
     )
     t = evaluate_criteria(_result(), c, comparison=SimpleNamespace(differences=d))
     assert (t["verdict"] == "pass").all() and (t["value"] == 0).all()
@@ -218,31 +249,49 @@ def test_self_comparison_has_zero_differences_and_passes() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("criteria:\n  - metric: sensitivty\n    lower_ci_at_least: 0.8\n",
-         "line 2 (criterion 1): unknown metric 'sensitivty'"),
-        ("criteria:\n  - metric: auroc\n    groups: overall\n",
-         "line 2 (criterion 1): give exactly one bound"),
-        ("criteria:\n  - metric: auroc\n    lower_ci_at_least: 0.8\n  - metric: auroc\n"
-         "    lower_ci_at_least: 0.9\n    upper_ci_at_most: 1\n",
-         "line 4 (criterion 2): give exactly one bound (lower_ci_at_least or upper_ci_at_most); "
-         "got lower_ci_at_least, upper_ci_at_most"),
-        ("criteria:\n  - metric: auroc\n    lower_ci_at_least: high\n",
-         "lower_ci_at_least must be a number, got 'high'"),
-        ("criteria:\n  - metric: auroc\n    lower_ci_at_least: 90\n",
-         "lower_ci_at_least must be in [0, 1]"),
-        ("criteria:\n  - metric: auroc\n    non_inferiority_margin: 0.02\n",
-         "non_inferiority_margin needs compare_to: reference"),
-        ("criteria:\n  - metric: auroc\n    group: overall\n    lower_ci_at_least: 0.8\n",
-         "unknown key(s) ['group']"),
+        (
+            "criteria:\n  - metric: sensitivty\n    lower_ci_at_least: 0.8\n",
+            "line 2 (criterion 1): unknown metric 'sensitivty'",
+        ),
+        (
+            "criteria:\n  - metric: auroc\n    groups: overall\n",
+            "line 2 (criterion 1): give exactly one bound",
+        ),
+        (
+            "criteria:\n  - metric: auroc\n    lower_ci_at_least: 0.8\n  - metric: auroc\n"
+            "    lower_ci_at_least: 0.9\n    upper_ci_at_most: 1\n",
+            "line 4 (criterion 2): give exactly one bound (lower_ci_at_least or upper_ci_at_most); "
+            "got lower_ci_at_least, upper_ci_at_most",
+        ),
+        (
+            "criteria:\n  - metric: auroc\n    lower_ci_at_least: high\n",
+            "lower_ci_at_least must be a number, got 'high'",
+        ),
+        (
+            "criteria:\n  - metric: auroc\n    lower_ci_at_least: 90\n",
+            "lower_ci_at_least must be in [0, 1]",
+        ),
+        (
+            "criteria:\n  - metric: auroc\n    non_inferiority_margin: 0.02\n",
+            "non_inferiority_margin needs compare_to: reference",
+        ),
+        (
+            "criteria:\n  - metric: auroc\n    group: overall\n    lower_ci_at_least: 0.8\n",
+            "unknown key(s) ['group']",
+        ),
         ("criteria:\n  - no_findings: critical\n", "no_findings must be one of"),
-        ("criteria:\n  - compare_to: model_a\n    metric: auroc\n    lower_ci_at_least: 0\n",
-         "compare_to must be 'reference'"),
+        (
+            "criteria:\n  - compare_to: model_a\n    metric: auroc\n    lower_ci_at_least: 0\n",
+            "compare_to must be 'reference'",
+        ),
         ("criteria:\n  - auroc >= 0.9\n", "line 2 (criterion 1): expected a mapping"),
         ("criteria: []\n", "'criteria' is empty"),
         ("rules:\n  - metric: auroc\n", "no 'criteria' list"),
         ("criteria:\n  - metric: auroc\n   lower_ci_at_least: 0.9\n", "cannot parse the file"),
-        ("criteria:\n  - metric: auroc\n    groups: 3\n    lower_ci_at_least: 0.9\n",
-         "groups must be 'overall', 'all'"),
+        (
+            "criteria:\n  - metric: auroc\n    groups: 3\n    lower_ci_at_least: 0.9\n",
+            "groups must be 'overall', 'all'",
+        ),
     ],
 )
 def test_bad_files_name_the_line_and_what_is_expected(tmp_path: Path, text: str, expected) -> None:

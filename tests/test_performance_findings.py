@@ -30,9 +30,7 @@ def _data(seed: int, n: int = 600, d: float = 1.5, chance_group: str | None = No
     if chance_group is not None:
         m = age == chance_group
         s[m] = rng.normal(0.0, 1.0, m.sum())
-    return pd.DataFrame(
-        {"label": y, "score": 1 / (1 + np.exp(-s)), "sex": sex, "age_group": age}
-    )
+    return pd.DataFrame({"label": y, "score": 1 / (1 + np.exp(-s)), "sex": sex, "age_group": age})
 
 
 def _subgroups(df: pd.DataFrame, seed: int, threshold="youden") -> dict:
@@ -53,8 +51,14 @@ def _subgroups(df: pd.DataFrame, seed: int, threshold="youden") -> dict:
 
 def _findings(sub: dict, floor=None) -> list[dict]:
     return collect_findings(
-        sub["flags"], sub["warnings"], QUALITY, SUMMARY, "the whole image", sub["disparities"],
-        subgroups=sub, performance_floor=floor,
+        sub["flags"],
+        sub["warnings"],
+        QUALITY,
+        SUMMARY,
+        "the whole image",
+        sub["disparities"],
+        subgroups=sub,
+        performance_floor=floor,
     )
 
 
@@ -114,7 +118,9 @@ def test_expected_auroc_matches_the_binormal_truth() -> None:
     df = _data(0, n=20000, d=1.5)
     from sklearn.metrics import roc_auc_score
 
-    assert roc_auc_score(df["label"], df["score"]) == pytest.approx(norm.cdf(1.5 / 2**0.5), abs=0.01)
+    assert roc_auc_score(df["label"], df["score"]) == pytest.approx(
+        norm.cdf(1.5 / 2**0.5), abs=0.01
+    )
 
 
 def test_documented_floor_is_judged_on_the_lower_ci() -> None:
@@ -126,7 +132,9 @@ def test_documented_floor_is_judged_on_the_lower_ci() -> None:
     assert "estimate itself is below the floor" in floor[0]["message"]
     # estimate above the floor, lower CI below it: "not shown", still high
     mid = float(sub["overall"].set_index("metric").loc["auroc", "value"]) - 0.001
-    shown = [f for f in performance_check(sub, {"auroc": mid}).findings if f["kind"] == "performance"]
+    shown = [
+        f for f in performance_check(sub, {"auroc": mid}).findings if f["kind"] == "performance"
+    ]
     assert shown and "is not, so meeting the floor is not shown" in shown[0]["message"]
     met = performance_check(sub, {"auroc": round(float(low) - 0.01, 2), "sensitivity": 0.1})
     assert not [f for f in met.findings if f["kind"] == "performance"]
@@ -146,7 +154,9 @@ def test_threshold_origin_is_stated_and_same_data_youden_called_optimistic() -> 
     youden = [f for f in _findings(_subgroups(df, 0)) if f["kind"] == "operating_point"]
     assert youden[0]["title"].endswith("chosen on the audited data (optimistic)")
     assert "optimistic" in youden[0]["message"] and youden[0]["evidence"]["optimistic"]
-    fixed = [f for f in _findings(_subgroups(df, 0, threshold=0.6)) if f["kind"] == "operating_point"]
+    fixed = [
+        f for f in _findings(_subgroups(df, 0, threshold=0.6)) if f["kind"] == "operating_point"
+    ]
     assert "set outside the audited data" in fixed[0]["title"]
     assert "given in the settings" in fixed[0]["message"] and not fixed[0]["evidence"]["optimistic"]
 

@@ -322,8 +322,10 @@ def _parse_item(item: Any, line: int | None) -> tuple[Criterion | None, list[str
     groups = item.get("groups", OVERALL)
     if isinstance(groups, str):
         groups = [groups]
-    if not isinstance(groups, list) or not groups or not all(
-        isinstance(g, str) and g.strip() for g in groups
+    if (
+        not isinstance(groups, list)
+        or not groups
+        or not all(isinstance(g, str) and g.strip() for g in groups)
     ):
         errs.append(
             "groups must be 'overall', 'all', an attribute ('age_group'), one group "
@@ -336,8 +338,7 @@ def _parse_item(item: Any, line: int | None) -> tuple[Criterion | None, list[str
             " or non_inferiority_margin" if compare else ""
         )
         errs.append(
-            f"give exactly one bound ({options}); got "
-            + (", ".join(bounds) if bounds else "none")
+            f"give exactly one bound ({options}); got " + (", ".join(bounds) if bounds else "none")
         )
         return None, errs
     key = bounds[0]
@@ -495,7 +496,11 @@ def _expand(specs: Iterable[str], table: pd.DataFrame) -> _Expanded:
                     (
                         spec,
                         f"no group {spec} in this result"
-                        + (f" (groups: {', '.join(known)})" if known else " (attribute not audited)"),
+                        + (
+                            f" (groups: {', '.join(known)})"
+                            if known
+                            else " (attribute not audited)"
+                        ),
                     )
                 )
         else:
@@ -568,7 +573,9 @@ def _judge(c: Criterion, row: Mapping[str, Any]) -> tuple[str, str]:
         why = str(row.get("reason") or "") or f"status {status}"
         if status == "small":
             n = row.get("n")
-            why = f"group too small ({why})" if n is None else f"group too small (n={int(n)}): {why}"
+            why = (
+                f"group too small ({why})" if n is None else f"group too small (n={int(n)}): {why}"
+            )
         return "inconclusive", f"{c.metric} undefined: {why}"
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "inconclusive", f"{c.metric} has no confidence interval (too few resamples?)"

@@ -71,8 +71,10 @@ def check_threshold_from(
         if msg:
             out.append("threshold_from.rule: " + msg.removeprefix("threshold: "))
         elif isinstance(rule, (int, float)):
-            out.append("threshold_from.rule must be a rule (youden, max_f1, {sensitivity: 0.9}), "
-                       "not a number")
+            out.append(
+                "threshold_from.rule must be a rule (youden, max_f1, {sensitivity: 0.9}), "
+                "not a number"
+            )
     th = normalise_threshold(threshold)
     if isinstance(th, (int, float)) and not isinstance(th, bool):
         out.append(
@@ -97,10 +99,14 @@ def split_rows(data: Any, spec: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarr
     """Row positions of the audited and of the validation part of a manifest, and problems."""
     col = spec["split_column"]
     if col not in data.table.columns:
-        return np.arange(len(data)), np.zeros(0, np.int64), [
-            f"threshold_from.split_column: column {col!r} is not in the manifest; available "
-            f"columns: {list(data.table.columns)}"
-        ]
+        return (
+            np.arange(len(data)),
+            np.zeros(0, np.int64),
+            [
+                f"threshold_from.split_column: column {col!r} is not in the manifest; available "
+                f"columns: {list(data.table.columns)}"
+            ],
+        )
     values = data.table[col].astype(str).to_numpy()
     is_val = values == str(spec["split"])
     problems = []

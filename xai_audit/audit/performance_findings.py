@@ -159,7 +159,9 @@ def performance_check(
     if n_groups:
         detail += f"; the AUROC of {n_groups} group(s) against chance"
     if no_auroc:
-        shown = ", ".join(no_auroc[:5]) + (f" and {len(no_auroc) - 5} more" if len(no_auroc) > 5 else "")
+        shown = ", ".join(no_auroc[:5]) + (
+            f" and {len(no_auroc) - 5} more" if len(no_auroc) > 5 else ""
+        )
         detail += f"; {len(no_auroc)} group(s) without an AUROC (too small or one class): {shown}"
     out.coverage.append({"check": "absolute performance", "ran": ok_auroc, "detail": detail})
     thr = subgroups.get("threshold")
@@ -202,8 +204,7 @@ def _n_groups_with_auroc(by_group: pd.DataFrame | None) -> int:
 
 def _group_text(g: Mapping[str, Any], level: float) -> str:
     return (
-        f"{g['where']} {_num(g['value'])} ({_ci_text(g, level)}, n={g['n']}, "
-        f"{g['n_pos']} positive)"
+        f"{g['where']} {_num(g['value'])} ({_ci_text(g, level)}, n={g['n']}, {g['n_pos']} positive)"
     )
 
 
@@ -247,9 +248,7 @@ def _overall_finding(
     }
 
 
-def _floor_finding(
-    metric: str, floor: float, r: Mapping[str, Any], level: float
-) -> dict[str, Any]:
+def _floor_finding(metric: str, floor: float, r: Mapping[str, Any], level: float) -> dict[str, Any]:
     name = "AUROC" if metric == "auroc" else metric.replace("_", " ")
     below = _plain(r.get("value")) is not None and float(r["value"]) < floor
     return {
@@ -298,9 +297,11 @@ def _group_findings(groups: list[dict[str, Any]], level: float) -> list[dict[str
         )
         inner = folded.get(g["where"]) or []
         if inner:
-            message += " At chance too in the intersections " + "; ".join(
-                _group_text(x, level) for x in inner
-            ) + "."
+            message += (
+                " At chance too in the intersections "
+                + "; ".join(_group_text(x, level) for x in inner)
+                + "."
+            )
         out.append(
             {
                 "severity": "medium",
