@@ -109,6 +109,9 @@ def _patient_startup(mp: pytest.MonkeyPatch, seconds: float = 120.0) -> None:
     # The raylet also gives its dashboard agent (a Python process) 15 s to report its ports
     # and aborts after that; the same patience for it.
     mp.setenv("RAY_agent_register_timeout_ms", str(int(seconds * 1000)))
+    # No idle workers started next to the agents (they compete for the CPU at start-up).
+    mp.setenv("RAY_enable_worker_prestart", "0")
+    mp.setenv("RAY_prestart_worker_first_driver", "0")
 
 
 @pytest.fixture(scope="module")
