@@ -200,6 +200,10 @@ def view(audit: Audit, label: str, output_dir: Path | None) -> Audit:
         data.mask_col = None
     sub = copy.copy(audit)
     sub.model, sub.data = model, data
+    validation = getattr(audit, "_validation", None)  # threshold_from's split, if any
+    if validation is not None:
+        sub._validation = copy.copy(validation)
+        sub._validation.label_cols = [label]
     sub.name = audit.name if label == plan.primary else f"{audit.name}: {label}"
     sub._output_dir = Path(output_dir) if output_dir is not None else None
     sub._task = None
@@ -280,11 +284,25 @@ GLOBAL_KINDS = ("data", "coverage", "summary")
 EXPLANATION_CHECKS = ("shortcuts", "sanity check", "faithfulness", "localisation")
 
 
+def label_section(subgroups: dict[str, Any], label: str) -> dict[str, Any]:
+    """One label's part of a multi-label subgroup section (tables, flags, threshold)."""
+    out = {}
+    for key, value in subgroups.items():
+        if isinstance(value, pd.DataFrame) and "label" in value.columns:
+            value = value[value["label"] == label].reset_index(drop=True)
+        out[key] = value
+    out["flags"] = [f for f in subgroups["flags"] if str(f.get("label")) == label]
+    out["threshold"] = subgroups["thresholds"][label]
+    out.pop("thresholds", None)
+    return out
+
+
 def label_findings(
     subgroups: dict[str, Any],
     qualities: dict[str, dict[str, Any]],
     data_summary: dict[str, Any],
     labels: list[str],
+    performance_floor: Any = None,
 ) -> list[dict[str, Any]]:
     """Key findings of a multi-label audit, each label's naming its label.
 
@@ -304,21 +322,32 @@ def label_findings(
         The combined data summary.
     labels : list of str
         Every label, in order.
+    performance_floor : dict, optional
+        The audit's ``performance_floor``, judged per label where the installed
+        :func:`~xai_audit.audit.findings.collect_findings` judges absolute performance.
     """
+    import inspect
+
     from .findings import SEVERITY_ORDER, collect_findings
 
-    disp = subgroups.get("disparities")
+    # Newer collect_findings also judge absolute performance from the whole section.
+    accepts = set(inspect.signature(collect_findings).parameters)
     out: list[dict[str, Any]] = []
     coverages: dict[str, list[dict[str, Any]]] = {}
     for k, label in enumerate(labels):
         q = qualities.get(label) or {}
+        section = label_section(subgroups, label)
+        extra = {"subgroups": section} if "subgroups" in accepts else {}
+        if "performance_floor" in accepts:
+            extra["performance_floor"] = performance_floor
         found = collect_findings(
-            [f for f in subgroups["flags"] if str(f.get("label")) == label],
+            section["flags"],
             subgroups["warnings"],
             q,
             {**data_summary, "n_with_mask": data_summary.get("n_with_mask") if k == 0 else 0},
             (q.get("region") or {}).get("description", ""),
-            disp[disp["label"] == label] if isinstance(disp, pd.DataFrame) else None,
+            section.get("disparities"),
+            **extra,
         )
         for f in found:
             if f["kind"] == "coverage":
@@ -489,7 +518,9 @@ def combine(
         for j, lab in enumerate(plan.labels)
     ]
     qualities = {lab: dict(r.quality) for lab, r in results.items()}
-    findings = label_findings(subgroups, qualities, summary, plan.labels)
+    findings = label_findings(
+        subgroups, qualities, summary, plan.labels, getattr(audit, "performance_floor", None)
+    )
     config = dict(main.config)
     config["labels"] = {
         "label_cols": list(plan.labels),
@@ -572,15 +603,7 @@ def label_view(result: AuditResult, label: str) -> AuditResult:
     for kind in LABEL_COLUMNS:
         view_pred[kind] = pred[f"{kind}__{label}"].to_numpy()
     base.predictions = view_pred
-    sub = {}
-    for key, value in result.subgroups.items():
-        if isinstance(value, pd.DataFrame) and "label" in value.columns:
-            value = value[value["label"] == label].reset_index(drop=True)
-        sub[key] = value
-    sub["flags"] = [f for f in result.subgroups["flags"] if str(f.get("label")) == label]
-    sub["threshold"] = result.subgroups["thresholds"][label]
-    sub.pop("thresholds", None)
-    base.subgroups = type(result.subgroups)(sub)
+    base.subgroups = type(result.subgroups)(label_section(result.subgroups, label))
     base.findings = [
         f for f in result.findings if f.get("label") in (None, label) and f["kind"] != "summary"
     ]
