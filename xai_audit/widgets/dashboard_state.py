@@ -430,8 +430,8 @@ def forest_figure(table: pd.DataFrame, width: float = 6.5) -> Any:
     ax.set_xlim(-0.02, 1.02) if metric != "brier" else None
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(
-        f"{DISPLAY.get(metric, metric)} by subgroup (red ring: flagged disparity; hollow: small "
-        "or degenerate group)",
+        f"{DISPLAY.get(metric, metric)} by subgroup (red ring: flagged; hollow: small or "
+        "degenerate)",
         fontsize=9,
     )
     return fig
