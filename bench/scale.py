@@ -107,6 +107,8 @@ def measure_backends(images: int, size: int, batch: int, rounds: int) -> dict:
     manifest = generate_demo_dataset(tmp / "data", n_samples=images, image_size=size, seed=0)
     # A loaded machine can miss Ray's start-up timeouts (15 s for the raylet's agent).
     os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
+    os.environ.setdefault("RAY_enable_worker_prestart", "0")  # no idle workers at start-up
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     for attempt in range(3):
         try:
             ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
