@@ -47,6 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=False if args.quiet else None,
         cli=True,
+        slices=args.slices,
         backend=args.backend,
         ray_address=args.ray_address,
         ray_workers=args.ray_workers,
@@ -124,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="path to the config file")
     p.add_argument("--output-dir", default=None, help="override the config's output folder")
     p.add_argument("--fresh", action="store_true", help="ignore finished batches, start afresh")
+    p.add_argument(
+        "--slices",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run (or skip) hidden-stratification slice discovery, overriding the config's "
+        "`slices` key (default: from 300 images on)",
+    )
     p.add_argument(
         "--backend",
         choices=["local", "ray"],

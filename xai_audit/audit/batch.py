@@ -209,6 +209,9 @@ def compute_batch(
         model.apply_activation(torch.from_numpy(logits)).numpy().astype(np.float32, copy=False)
     )
     out["seconds_predict"] = np.float64(time.perf_counter() - t0)
+    from ..slices.audit import batch_features  # embeddings + image statistics (slice discovery)
+
+    out.update(batch_features(model, images))
     has_mask = None
     if masks is not None:
         flat = masks.reshape(len(masks), -1)

@@ -208,6 +208,9 @@ class AuditConfig:
     min_group_size, n_boot, ci, seed, batch_size
     exemplars_per_cell : int
         Gallery cases per (subgroup, outcome) cell.
+    slices : bool, "auto" or dict
+        Hidden-stratification discovery (:mod:`xai_audit.slices`); ``"auto"``: from 300
+        images on; a mapping gives options (``min_images``, ``min_size``, ``alpha``, ...).
     model_card : dict
         ``name``, ``version``, ``intended_use``, ``intended_users``, ``out_of_scope_use``,
         ``training_data``, ``limitations``.
@@ -242,6 +245,7 @@ class AuditConfig:
     batch_size: int = 32
     quality: QualityConfig = field(default_factory=QualityConfig)
     exemplars_per_cell: int = 2
+    slices: Any = "auto"
     model_card: dict[str, Any] = field(default_factory=dict)
     documentation: dict[str, Any] = field(default_factory=dict)
     progress: Any = None  # display only: not part of the audit's settings or hash
@@ -616,6 +620,9 @@ def validate(cfg: AuditConfig) -> list[str]:
 
     problems += check_backend(cfg.backend, cfg.ray_address, cfg.ray_workers)
     problems += check_shortcut(q)
+    from ..slices.audit import check_setting as check_slices
+
+    problems += check_slices(cfg.slices)
     from .documentation import check_documentation
 
     problems += check_documentation(cfg.documentation)
@@ -805,6 +812,7 @@ def audit_from_config(
         batch_size=cfg.batch_size,
         quality=cfg.quality,
         exemplars_per_cell=cfg.exemplars_per_cell,
+        slices=cfg.slices,
         model_card=cfg.model_card,
         documentation=cfg.documentation,
         name=cfg.name,
@@ -824,6 +832,7 @@ def run_config(
     fresh: bool = False,
     overwrite: bool = False,
     progress: Any = None,
+    slices: Any = None,
     cli: bool = False,
     backend: str | None = None,
     ray_address: str | None = None,
@@ -844,6 +853,8 @@ def run_config(
         (see :class:`~xai_audit.audit.Audit`).
     progress : None, bool or str, optional
         Overrides the config's ``progress`` key (see :meth:`Audit.run`).
+    slices : None, bool or "auto", optional
+        Overrides the config's ``slices`` key (slice discovery).
     cli : bool, default False
         Automatic progress prints plain lines when stderr is not a terminal (the command
         line), instead of nothing.
@@ -856,6 +867,8 @@ def run_config(
         ``result``, ``result_dir`` and ``report_path``.
     """
     cfg = load_config(path)
+    if slices is not None:  # the CLI's --slices / --no-slices
+        cfg.slices = slices
     if backend is not None or ray_address is not None or ray_workers is not None:
         from .backends import check_backend
 

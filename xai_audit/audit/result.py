@@ -304,6 +304,10 @@ class AuditResult:
     criteria : Section
         Acceptance criteria checked in the run (config ``criteria``): ``file``, ``verdict``
         and ``table`` (:func:`xai_audit.audit.criteria.evaluate_criteria`); empty when none.
+    slice_discovery : Section
+        Hidden-stratification discovery (:func:`xai_audit.slices.audit.slice_section`):
+        ``status``, ``table`` (also :attr:`slices`), ``members``, ``enrichment``,
+        ``image_stats``, ``descriptions``, ``typical``, ``thumbnails``, ``mean_maps``.
     result_dir : Path or None
         Where the result (and its shards) live.
     """
@@ -321,6 +325,7 @@ class AuditResult:
     mean_maps: Section = field(default_factory=Section)
     methods: list[dict[str, Any]] = field(default_factory=list)
     criteria: Section = field(default_factory=Section)
+    slice_discovery: Section = field(default_factory=Section)
     result_dir: Path | None = None
 
     _FIELDS = (
@@ -337,6 +342,7 @@ class AuditResult:
         "mean_maps",
         "methods",
         "criteria",
+        "slice_discovery",
     )
 
     def __post_init__(self) -> None:
@@ -345,6 +351,7 @@ class AuditResult:
         self.exemplars = _section(self.exemplars)
         self.mean_maps = _section(self.mean_maps)
         self.criteria = _section(self.criteria or {})  # results before criteria: none
+        self.slice_discovery = _section(self.slice_discovery or {})  # older results: none
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path | None = None, *, overwrite: bool = False) -> Path:
@@ -400,6 +407,34 @@ class AuditResult:
         return cls(**values, result_dir=root)
 
     # ------------------------------------------------------------------ access
+    @property
+    def slices(self) -> pd.DataFrame:
+        """Discovered slices, one row per slice (hypotheses to review, see the README).
+
+        Columns include ``slice, n, metric, value, rest_value, gap, ci_low, ci_high,
+        significant`` (see :class:`xai_audit.slices.SliceDiscovery`); empty when discovery did
+        not run (``slice_discovery["status"]`` says why).
+        """
+        table = self.slice_discovery.get("table")
+        if table is None:
+            from ..slices import empty_table
+
+            return empty_table()
+        return table
+
+    def slice_cases(self, slice: int | str) -> list[str]:  # noqa: A002 - the contract's name
+        """Case ids of a discovered slice (``1``, ``2``, ... or ``"slice 1"``), most typical
+        first."""
+        from ..slices import slice_case_ids
+
+        members = self.slice_discovery.get("members")
+        if members is None or not len(members):
+            raise KeyError(
+                "this result has no discovered slices "
+                f"({self.slice_discovery.get('status') or 'discovery did not run'})"
+            )
+        return slice_case_ids(members, slice)
+
     @property
     def method_names(self) -> list[str]:
         """Names of the attribution methods."""

@@ -135,6 +135,11 @@ class Audit:
         initialised in this process, else ``RAY_ADDRESS``, else a local Ray for this run.
     ray_workers : int, optional
         Number of Ray actors (default one per GPU of the cluster, else one per CPU).
+    slices : bool, "auto" or dict, default "auto"
+        Hidden-stratification discovery (:mod:`xai_audit.slices`) on the model's
+        penultimate-layer embeddings; ``"auto"`` runs it from 300 images on (below, half the
+        images held out for testing leave slices too small to test); a dict gives options
+        (``min_images``, ``min_size``, ``alpha``, ``min_gap``, ``max_components``, ...).
 
     Attributes
     ----------
@@ -195,6 +200,7 @@ class Audit:
         backend: str = "local",
         ray_address: str | None = None,
         ray_workers: int | None = None,
+        slices: Any = "auto",
     ) -> None:
         if isinstance(data, (str, Path)):
             from ..data import load_manifest
@@ -231,6 +237,7 @@ class Audit:
             quality = QualityConfig(**quality)
         self.quality = quality
         self.exemplars_per_cell = int(exemplars_per_cell)
+        self.slices = slices
         self.thumbnail_size = int(thumbnail_size)
         self.model_card = dict(model_card or {})
         from .documentation import normalise_documentation
@@ -298,6 +305,9 @@ class Audit:
             except (ValueError, RuntimeError) as exc:
                 problems.append(f"model: {exc}")
         problems += check_quality_sizes(self.quality)
+        from ..slices.audit import check_setting as check_slices
+
+        problems += check_slices(self.slices)
         problems += self._check_shortcut()
         from .backends import check_backend
 
@@ -463,6 +473,7 @@ class Audit:
             "batch_size": self.batch_size,
             "quality": q,
             "exemplars_per_cell": self.exemplars_per_cell,
+            "slices": self.slices,
             "threshold_from": self.threshold_from,
             "threshold_note": self.threshold_note,
             "performance_floor": self.performance_floor,
@@ -798,8 +809,36 @@ class Audit:
             exemplars={"table": ex_table, **ex_arrays},
             mean_maps=means,
             methods=self._method_info(),
+            slice_discovery=self._slices(store, tables, pred, threshold, timings),
             result_dir=self.output_dir,
         )
+
+    def _slices(
+        self, store: ShardStore, tables: dict, pred: Any, threshold: float, timings: dict
+    ) -> dict[str, Any]:
+        """Hidden-stratification discovery (:func:`xai_audit.slices.audit.slice_section`)."""
+        from ..slices.audit import slice_section
+
+        t0 = time.perf_counter()
+        out = slice_section(
+            self.model,
+            self.data,
+            store,
+            tables,
+            pred,
+            setting=self.slices,
+            threshold=threshold,
+            patient_ids=self.data.patient_ids,
+            sensitive=self.sensitive,
+            methods=[m.name for m in self.methods],
+            batch_size=self.batch_size,
+            thumbnail_size=self.thumbnail_size,
+            n_boot=self.n_boot,
+            ci=self.ci,
+            seed=self.seed,
+        )
+        timings["slices"] = time.perf_counter() - t0
+        return out
 
     # ------------------------------------------------------------------ summaries
     def _method_info(self) -> list[dict[str, Any]]:

@@ -378,6 +378,7 @@ def provenance(result: AuditResult) -> dict[str, Any]:
 def build_report_data(result: AuditResult) -> dict[str, Any]:
     """Everything the report shows, as plain data (the JSON twin)."""
     from ..audit.criteria import report_data as criteria_report
+    from ..slices.report import report_data as slices_report
     ds = dict(result.data_summary)
     mi = dict(result.model_info)
     data = {
@@ -399,6 +400,7 @@ def build_report_data(result: AuditResult) -> dict[str, Any]:
         "limitations": limitations(result),
         "provenance": provenance(result),
         "criteria": criteria_report(result),  # acceptance criteria checked in the run
+        "slices": slices_report(result),  # discovered slices (hypotheses; xai_audit.slices)
     }
     return add_regulatory(data, result)  # documentation, compliance map, integrity
 
@@ -470,6 +472,9 @@ def build_figures(result: AuditResult, data: dict[str, Any], thumb: int = 72) ->
         for i, r in enumerate(np.asarray(rows)):
             img = _shrink(images[i], thumb)
             figs["cases"][int(r)] = F.case_strip(img, [_shrink(maps[m][i], thumb) for m in maps])
+    from ..slices.report import figures as slice_figures
+
+    figs["slices"] = slice_figures(result, thumb)
     return figs
 
 
