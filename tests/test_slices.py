@@ -220,3 +220,17 @@ def test_audit_result_has_slices_that_round_trip(audit_result) -> None:
     twin = json.loads(r.to_json())
     assert "slices" in twin and twin["slices"]["status"] == r.slice_discovery["status"]
     assert len(twin["slices"]["table"]) == len(r.slices)
+
+
+def test_slice_picker_lists_slices_and_cases(audit_result) -> None:
+    from xai_audit.slices.widget import slice_cases_table, slice_picker
+
+    box = slice_picker(audit_result)
+    if len(audit_result.slices):
+        sl = int(audit_result.slices["slice"].iloc[0])
+        cases = slice_cases_table(audit_result, sl)
+        assert cases["case_id"].tolist() == audit_result.slice_cases(sl)[:50]
+        assert len(box.children[0].options) == len(audit_result.slices)
+        assert cases["case_id"].iloc[0] in box.children[1].value
+    else:
+        assert "No discovered slices" in box.value

@@ -13,6 +13,7 @@ from .discover import (
     holm,
     slice_case_ids,
 )
+from .widget import slice_picker
 
 __all__ = [
     "IMAGE_STATISTICS",
@@ -25,4 +26,5 @@ __all__ = [
     "holm",
     "image_statistics",
     "slice_case_ids",
+    "slice_picker",
 ]
