@@ -63,8 +63,11 @@ def report_data(result: Any) -> dict[str, Any]:
             else []
         )
         slices.append(row)
+    status = sd.get("status") or "not run (result written before slice discovery)"
     return {
-        "status": sd.get("status") or "not run (result written before slice discovery)",
+        # The report shows the section only when discovery ran (the JSON always has it).
+        "ran": not status.startswith(("not run", "off")),
+        "status": status,
         "note": NOTE,
         "settings": settings,
         "n_significant": int(table["significant"].sum()) if table is not None else 0,
