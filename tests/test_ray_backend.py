@@ -192,14 +192,18 @@ def test_ray_run_equals_local_run(cluster, data, reference, tmp_path) -> None:
     assert got.provenance["backend"] == "ray"
     assert got.provenance["batches"] == {"total": 5, "computed": 5, "reused": 0}
     assert_same_result(reference, got)
-    # the shards themselves are interchangeable: same names, same arrays
+    # the shards themselves are interchangeable: same names, same arrays (floats to 1e-5)
     for k in range(5):
         name = f"shards/batch_{k:05d}.npz"
         with np.load(reference.result_dir / name) as a, np.load(tmp_path / "ray" / name) as b:
             assert sorted(a.files) == sorted(b.files)
             for key in a.files:
-                if not key.startswith("seconds"):
-                    assert np.array_equal(a[key], b[key], equal_nan=True), key
+                if key.startswith("seconds"):
+                    continue
+                if a[key].dtype.kind == "f":  # features of other checks may differ in the last bit
+                    np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
+                else:
+                    assert np.array_equal(a[key], b[key]), key
 
 
 def test_killed_worker_batches_are_retried(cluster, data, reference, tmp_path) -> None:
