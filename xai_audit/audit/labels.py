@@ -597,6 +597,8 @@ def label_view(result: AuditResult, label: str) -> AuditResult:
         base.exemplars = type(ex)({"table": table.iloc[0:0] if table is not None else table})
         base.mean_maps = type(result.mean_maps)()
         base.methods = []
+        if hasattr(base, "slice_discovery"):  # slices found for the primary label, not this one
+            base.slice_discovery = type(result.quality)()
     pred = result.predictions
     keep = [c for c in pred.columns if "__" not in c and c not in LABEL_COLUMNS]
     view_pred = pred[keep].copy()
