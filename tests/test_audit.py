@@ -196,6 +196,17 @@ def test_max_images_explains_a_bounded_sample(data, tmp_path: Path) -> None:
     assert r.exemplars["maps"]["integrated_gradients"].shape[0] == len(r.exemplars["rows"])
 
 
+def test_batches_without_an_explained_image_are_kept(data, tmp_path: Path) -> None:
+    # 2 explained images over 4 batches of 16: most batches explain nothing with gradcam.
+    fast = {**FAST, "methods": {"gradcam": {"max_images": 2}}}
+    fast["quality"] = {**FAST["quality"], "sanity": False, "faithfulness": False}
+    r = Audit(
+        tiny_model(), load_manifest(data), sensitive=SENSITIVE, output_dir=tmp_path / "a", **fast
+    ).run()
+    assert r.quality["per_image"]["shortcut__gradcam"].notna().sum() == 2
+    assert len(r.predictions) == 64
+
+
 # ------------------------------------------------------------------------------ config
 def _write_config(tmp_path: Path, manifest: Path, **over) -> Path:
     cfg = {

@@ -159,6 +159,8 @@ def pack_maps(maps: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     float16 has a narrow range: raw integrated-gradients values can underflow to zero, so the
     maps are stored normalised with one float32 scale per image (``map = stored * scale``).
     """
+    if len(maps) == 0:  # a batch with no explained image (max_images reached): empty maps
+        return maps.astype(dtype), np.zeros(0, np.float32)
     flat = np.abs(maps.reshape(len(maps), -1))
     scale = flat.max(axis=1).astype(np.float32) if flat.size else np.zeros(len(maps), np.float32)
     safe = np.where(scale > 0, scale, 1.0).reshape((-1,) + (1,) * (maps.ndim - 1))

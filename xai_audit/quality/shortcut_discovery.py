@@ -19,8 +19,9 @@ named in advance:
    into 8-connected regions, each cut to its core (:func:`_core`: the largest set of its
    highest-ratio patches that keeps the ratio floor); a core is a candidate when its share of
    attribution is at least ``min_effect`` (5 points) above the rest's and ``min_ratio`` (4)
-   times it, and it covers at most ``max_area`` (25 %) of the image (a larger area is a
-   diffuse difference, not a token).
+   times it, and it and its bounding box cover at most ``max_area`` (25 %) of the image (a
+   larger area, or high-ratio patches scattered over half the image, is a diffuse
+   difference, not a token).
    Candidates explained by their overlap with another group's candidate (an age group
    over-represented at the shortcut site) become notes.
 3. **Causal confirmation** (:func:`xai_audit.quality.shortcut_causal.confirm_region`): on a seeded sample (at most 64 images
@@ -321,7 +322,7 @@ def discover_regions(
                 ok = (
                     mi - mr >= min_effect
                     and (mr == 0 or mi / mr >= min_ratio)
-                    and comp.mean() <= max_area
+                    and max(comp.mean(), _box_area(comp.reshape(gh, gw))) <= max_area
                 )
                 comps.append((ok, mi - mr, comp, mi, mr, share))
             # The strongest region that passes the floors, else the strongest (for the table).
@@ -329,6 +330,7 @@ def discover_regions(
             patches = comp.reshape(gh, gw)
             box = patches_to_box(patches, image_shape)
             area = float(patches.mean())
+            spread = _box_area(patches)
             r = mi / mr if mr > 0 else np.inf
             row.update(
                 {
@@ -350,10 +352,10 @@ def discover_regions(
                     f"excess below the floors ({eff:.1%} of attribution, ratio {r:.2g}; "
                     f"needs {min_effect:.0%} and {min_ratio:g}x)"
                 )
-            elif area > max_area:
+            elif max(area, spread) > max_area:
                 row["reason"] = (
-                    f"region covers {area:.0%} of the image (> {max_area:.0%}): a diffuse "
-                    "difference, not a focal token"
+                    f"region covers {area:.0%} of the image, its box {spread:.0%} (> "
+                    f"{max_area:.0%}): a diffuse difference, not a focal token"
                 )
             else:
                 row["candidate"] = True
@@ -417,6 +419,14 @@ def discover_regions(
         "Holm-corrected over patches x groups",
     }
     return DiscoveryResult(table, regions, searched, not_searched, params)
+
+
+def _box_area(patches: np.ndarray) -> float:
+    """Share of the grid covered by the bounding box of the set patches (0 when none)."""
+    rr, cc = np.nonzero(patches)
+    if not len(rr):
+        return 0.0
+    return float((np.ptp(rr) + 1) * (np.ptp(cc) + 1) / patches.size)
 
 
 def _core(
