@@ -27,6 +27,8 @@ from xai_audit.datasets.config import SyntheticConfig
 NAMES = ["lesion", "effusion", "nodule"]
 H = 32
 QUICK = {"sanity": False, "faithfulness": False, "shortcuts": False}
+#: Audit settings that keep the tests light (no slice discovery: not what is tested here).
+LIGHT = {"n_boot": 200, "quality": QUICK, "slices": False}
 
 
 def _boxes() -> torch.Tensor:
@@ -95,7 +97,7 @@ def _model(**kw) -> ModelAdapter:
 
 
 def _audit(man, out, **kw) -> Audit:
-    kw = {"n_boot": 200, "quality": QUICK, "fresh": True, **kw}
+    kw = {**LIGHT, "fresh": True, **kw}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Audit(_model(), man, ["sex", "site"], ["gradcam"], output_dir=out, **kw)
@@ -149,9 +151,8 @@ def test_label_tables_equal_a_single_label_audit(ml_result, tmp_path):
             single,
             ["sex", "site"],
             ["gradcam"],
-            n_boot=200,
-            quality=QUICK,
             output_dir=tmp_path / "single",
+            **LIGHT,
         ).run(progress=False)
     view = label_view(res, "effusion")
     for key in ("overall", "by_group", "disparities"):
