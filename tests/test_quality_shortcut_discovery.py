@@ -273,6 +273,42 @@ def test_a_brighter_group_is_not_a_shortcut_anywhere():
     assert not res.confirmed
 
 
+def test_a_mark_on_every_image_of_a_site_is_not_a_label_shortcut():
+    # Site C's images, positive and negative alike, carry a bright mark the model reads (a
+    # site's texture or stamp): pasting it raises scores, from the site's negatives as much
+    # as from its positives, so it does not come with the label. The label difference in
+    # differences is ~0 and nothing is confirmed; the "elsewhere" one is large (it would
+    # have confirmed). The same mark on site C's positives only is confirmed.
+    x0, y0, x1, y1 = 40, 8, 56, 16
+    maps, attrs, pred = _maps(seed=4, n=240, spot=(x0, y0, x1, y1), share_with_spot=1.0)
+    site_c = (attrs["site"] == "C").to_numpy()
+    common = dict(
+        region="auto",
+        attributes=attrs,
+        predicted=pred,
+        image_shape=(SIZE, SIZE),
+        grids=attribution_grid(maps),
+        score=_score(PatchReader(slice(y0, y1), slice(x0, x1))),
+        threshold=0.5,
+        sample_size=24,
+        n_boot=200,
+    )
+    outcomes = {}
+    for marked in ("every image", "positives only"):
+        images = _images(len(pred), False, 5)
+        rows = site_c if marked == "every image" else site_c & (pred == 1)
+        images[rows, 0, y0:y1, x0:x1] = 1.0
+        out = analyse_shortcuts(load_images=lambda r, im=images: im[r], **common)
+        (cand,) = out["candidates"]
+        outcomes[marked] = cand
+    every, positives = outcomes["every image"], outcomes["positives only"]
+    assert not every["confirmed"] and positives["confirmed"]
+    ex = every["causal"]["excess"]
+    assert abs(ex["paste_label_difference_in_differences"]["mean"]) < 0.05
+    assert ex["paste_difference_in_differences"]["ci_low"] > 0.5
+    assert positives["causal"]["excess"]["paste_label_difference_in_differences"]["ci_low"] > 0.5
+
+
 def test_a_cam_beside_the_token_is_confirmed_by_a_grown_edit():
     # CAM evidence lands two patches (8 px) below the token, as a coarse layer's does: the
     # discovered region misses the token's pixels, the region grown by 2 patches covers them.

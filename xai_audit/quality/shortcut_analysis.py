@@ -263,13 +263,15 @@ def analyse_shortcuts(
         grp_rows = np.flatnonzero(in_group & (pred == 1))
         other_rows = np.flatnonzero(~in_group & (pred == 0))
         peer_rows = np.flatnonzero(~in_group & (pred == 1))
+        neg_rows = np.flatnonzero(in_group & (pred == 0))
         if score is not None and load_images is not None and len(grp_rows) and len(other_rows):
             pick = [
                 np.sort(rng.choice(r, min(sample_size, len(r)), replace=False))
-                for r in (grp_rows, other_rows, peer_rows)
+                for r in (grp_rows, other_rows, peer_rows, neg_rows)
             ]
             xg, xo = load_images(pick[0]), load_images(pick[1])
             xp = load_images(pick[2]) if len(pick[2]) else None
+            xn = load_images(pick[3]) if len(pick[3]) else None
             spatial = xg.shape[2:]
             if c["mask"] is None:  # per-image user masks
                 gmask = region_mask(region, spatial, rows=pick[0])
@@ -297,6 +299,7 @@ def analyse_shortcuts(
                     threshold,
                     peer_images=xp,
                     peer_masks=pmask,
+                    group_negatives=xn,
                     min_change=min_change,
                     ci=level,
                     n_boot=n_boot,
