@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .compare.cli import add_parser as add_compare
 
-    add_compare(sub)
+    add_compare(sub, parents=[common])
     from .report.cli_verify import add_parser as add_verify
 
     add_verify(sub, parents=[common])
