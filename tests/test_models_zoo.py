@@ -133,7 +133,9 @@ def test_zoo_layer_and_explain(name: str) -> None:
     assert np.abs(ig.maps).sum() > 0
 
 
-@pytest.mark.parametrize("name", ["demo_cnn", "vit_2d", pytest.param("swin_2d", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name", ["demo_cnn", "vit_2d", pytest.param("swin_2d", marks=pytest.mark.slow)]
+)
 def test_zoo_tiny_audit(name: str, tmp_path) -> None:
     net, size, layer = _build(name)
     rng = np.random.default_rng(0)

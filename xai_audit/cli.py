@@ -10,9 +10,7 @@ from pathlib import Path
 from ._version import __version__
 
 DEBUG_HELP = "show the full traceback of an error (default: one explained message)"
-QUIET_HELP = (
-    "print no progress (by default: bars in a terminal, a plain line every 30 s otherwise)"
-)
+QUIET_HELP = "print no progress (by default: bars in a terminal, a plain line every 30 s otherwise)"
 
 
 def _cmd_version(_args: argparse.Namespace) -> int:

@@ -38,9 +38,7 @@ def read_tables(store: ShardStore, n_rows: int) -> dict[str, np.ndarray]:
     out = {k: np.concatenate(v) for k, v in parts.items()}
     # Slice-discovery features missing from older shards: dropped (recomputed if needed).
     out = {
-        k: v
-        for k, v in out.items()
-        if not k.startswith("slice__") or len(v) == len(out["indices"])
+        k: v for k, v in out.items() if not k.startswith("slice__") or len(v) == len(out["indices"])
     }
     order = np.argsort(out["indices"], kind="stable")
     out = {k: v[order] for k, v in out.items()}

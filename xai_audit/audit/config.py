@@ -521,8 +521,10 @@ def check_intersections(intersections: Any, attributes: list[str]) -> list[str]:
         return (
             []
             if intersections >= 2
-            else [f"intersections as a number is the most attributes per cell (>= 2), got "
-                  f"{intersections}"]  # fmt: skip
+            else [
+                f"intersections as a number is the most attributes per cell (>= 2), got "
+                f"{intersections}"
+            ]  # fmt: skip
         )
     if not isinstance(intersections, list) or not all(
         isinstance(c, list) and len(c) >= 2 and all(isinstance(a, str) for a in c)
@@ -533,7 +535,9 @@ def check_intersections(intersections: Any, attributes: list[str]) -> list[str]:
             f"attribute lists such as [[sex, age_group]]; got {intersections!r}"
         ]
     unknown = sorted({a for c in intersections for a in c} - set(attributes))
-    return [f"intersections name attributes {unknown} that are not in attributes"] if unknown else []
+    return (
+        [f"intersections name attributes {unknown} that are not in attributes"] if unknown else []
+    )
 
 
 def manifest_columns(path: str) -> list[str] | None:
@@ -613,7 +617,9 @@ def validate(cfg: AuditConfig) -> list[str]:
     from .progress import PROGRESS_VALUES
 
     if cfg.progress not in PROGRESS_VALUES:
-        problems.append(f"progress must be true, false, auto, bar, log or off; got {cfg.progress!r}")
+        problems.append(
+            f"progress must be true, false, auto, bar, log or off; got {cfg.progress!r}"
+        )
     q = cfg.quality
     problems += check_quality_sizes(q)
     from .backends import check_backend

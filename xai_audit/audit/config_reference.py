@@ -124,7 +124,7 @@ MEANINGS: dict[str, str] = {
     "line a plain line every 30 s when the output is not a terminal), `bar`, `log`, or "
     "`false`/`off` (silent; also `xai-audit run --quiet`). Not part of the audit's settings.",
     "backend": "Where the batches run: `local` (this process) or `ray` (Ray actors, one per "
-    "GPU of the cluster, else one per CPU; `pip install \"xai-audit[ray]\"`; see 'Scaling "
+    'GPU of the cluster, else one per CPU; `pip install "xai-audit[ray]"`; see \'Scaling '
     "out on Ray'). Same shards and results either way, so a run resumes on the other backend; "
     "not part of the audit's settings. Also `xai-audit run --backend ray`.",
     "ray_address": "Ray cluster to join: `auto` (on a cluster node), `ray://head:10001` (Ray "

@@ -543,9 +543,7 @@ class AuditResult:
             from .labels import write_label_reports
 
             return write_label_reports(self, path, pdf=pdf, overwrite=overwrite)
-        return write_report(
-            self, path, pdf=pdf, overwrite=overwrite, documentation=documentation
-        )
+        return write_report(self, path, pdf=pdf, overwrite=overwrite, documentation=documentation)
 
     # ------------------------------------------------------------------ widgets
     def explorer(self, data: Any = None, model: Any = None, **kwargs: Any) -> Any:

@@ -379,6 +379,7 @@ def build_report_data(result: AuditResult) -> dict[str, Any]:
     """Everything the report shows, as plain data (the JSON twin)."""
     from ..audit.criteria import report_data as criteria_report
     from ..slices.report import report_data as slices_report
+
     ds = dict(result.data_summary)
     mi = dict(result.model_info)
     data = {
