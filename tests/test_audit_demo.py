@@ -31,6 +31,17 @@ def test_demo_key_findings_show_both_injected_effects(tmp_path: Path) -> None:
     assert shortcut
     html = report.read_text()
     assert "age_group=65+" in html and "Shortcut suspected at site=C" in html
+    # The demo's JSON twin follows the published schema (issue 16), here where CI always has
+    # a fresh demo report.
+    import json
+
+    import jsonschema
+
+    from xai_audit.report.regulatory import SCHEMA_VERSION, report_schema
+
+    twin = json.loads(report.with_suffix(".json").read_text())
+    assert twin["schema_version"] == SCHEMA_VERSION
+    jsonschema.validate(twin, report_schema())
     # Sanity check over the whole cascade (Adebayo et al., 2018): Grad-CAM and integrated
     # gradients are model-sensitive (signed maps decorrelate within the top of the cascade)
     # and pass; neither is flagged. (Guided Backprop fails: tests/test_quality_sanity.py.)

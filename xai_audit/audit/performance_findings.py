@@ -7,8 +7,9 @@ gaps and would otherwise pass them all. So every audit also asks:
   (the model cannot be shown to rank a positive case above a negative one). A documented
   floor (config ``performance_floor: {auroc: 0.8, sensitivity: 0.85}``) is met when the
   lower end of the metric's CI reaches it; otherwise a high finding too.
-- **groups**: a group whose AUROC interval includes 0.5 gets a medium finding (the model may
-  be no better than chance there). Intersections are folded under a flagged component group;
+- **groups**: a group whose AUROC interval includes 0.5 and lies wholly below the overall
+  interval gets a medium finding (the model may be no better than chance there); a group
+  whose interval includes 0.5 only because it is wide is listed in the coverage note. Intersections are folded under a flagged component group;
   when the overall AUROC is already at chance, the groups are listed in that finding only.
 
 The rule is the interval, not the point estimate, so that a small group with AUROC 0.6 and a
@@ -125,9 +126,12 @@ def performance_check(
     rows = _overall_rows(subgroups.get("overall"))
     out = PerformanceCheck()
     auroc = rows.get("auroc")
-    at_chance_groups, no_auroc = _groups_at_chance(subgroups.get("by_group"))
     ok_auroc = auroc is not None and all(
         _plain(auroc.get(k)) is not None for k in ("value", "ci_low", "ci_high")
+    )
+    at_chance_groups, no_auroc, uncertain = _groups_at_chance(
+        subgroups.get("by_group"),
+        float(auroc["ci_low"]) if ok_auroc else None,  # type: ignore[index]
     )
     overall_at_chance = bool(ok_auroc and float(auroc["ci_low"]) <= CHANCE_AUROC)  # type: ignore[index]
     if overall_at_chance:
@@ -158,6 +162,13 @@ def performance_check(
     n_groups = _n_groups_with_auroc(subgroups.get("by_group"))
     if n_groups:
         detail += f"; the AUROC of {n_groups} group(s) against chance"
+    if uncertain:
+        detail += (
+            f"; {len(uncertain)} group(s) too uncertain to tell from chance but not shown worse "
+            "than overall (not flagged): "
+            + ", ".join(uncertain[:5])
+            + (f" and {len(uncertain) - 5} more" if len(uncertain) > 5 else "")
+        )
     if no_auroc:
         shown = ", ".join(no_auroc[:5]) + (
             f" and {len(no_auroc) - 5} more" if len(no_auroc) > 5 else ""
@@ -170,14 +181,31 @@ def performance_check(
     return out
 
 
-def _groups_at_chance(by_group: pd.DataFrame | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Groups whose AUROC CI includes 0.5, and groups without an AUROC (names)."""
+def _groups_at_chance(
+    by_group: pd.DataFrame | None, overall_ci_low: float | None = None
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Groups at chance, groups without an AUROC (names), groups too uncertain (names).
+
+    A group is at chance when its AUROC CI includes 0.5 and, while the overall AUROC is
+    above chance, its whole CI also lies below the overall CI (it is worse than overall beyond
+    doubt). An interval that merely includes 0.5 is uncertainty, not evidence: in the findings
+    benchmark a cell of ~40 cases with AUROC 0.69 (CI 0.49-0.91) in a model with AUROC 0.91
+    was otherwise flagged "at chance". Such groups are listed, not flagged.
+    """
     if by_group is None or len(by_group) == 0:
-        return [], []
+        return [], [], []
     rows = by_group[by_group["metric"] == "auroc"]
     val = rows[["value", "ci_low", "ci_high"]].to_numpy(dtype=float)
     defined = np.isfinite(val).all(axis=1)
-    at_chance = defined & (val[:, 1] <= CHANCE_AUROC)
+    includes = defined & (val[:, 1] <= CHANCE_AUROC)
+    worse = np.ones(len(val), bool)
+    if overall_ci_low is not None and overall_ci_low > CHANCE_AUROC:
+        worse = val[:, 2] < overall_ci_low
+    at_chance = includes & worse
+    uncertain = [
+        where(a, g)
+        for a, g in zip(rows["attribute"][includes & ~worse], rows["group"][includes & ~worse])
+    ]
     groups = [
         {
             "attribute": str(r["attribute"]),
@@ -192,7 +220,7 @@ def _groups_at_chance(by_group: pd.DataFrame | None) -> tuple[list[dict[str, Any
         for r in rows[at_chance].to_dict("records")
     ]
     missing = [where(a, g) for a, g in zip(rows["attribute"][~defined], rows["group"][~defined])]
-    return groups, missing
+    return groups, missing, uncertain
 
 
 def _n_groups_with_auroc(by_group: pd.DataFrame | None) -> int:
