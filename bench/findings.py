@@ -804,6 +804,16 @@ def score_run(
             else:
                 false_flags.append(entry)
             continue
+        if f["kind"] == "performance" and key is not None and key[0] != "overall":
+            # "AUROC at chance for <group>": true when the group's held-out AUROC really is
+            # worse than overall or than its best peer by more than the tolerance.
+            gap = harm(_components(*key))
+            entry["true_gap"] = gap
+            if gap.get("auroc", 0.0) > TOLERANCE:
+                true_other.append(entry)
+            else:
+                false_flags.append(entry)
+            continue
         check = {"sanity": "sanity", "faithfulness": "faithfulness", "localisation": "localisation"}
         if f["kind"] in check and trust.get(f["kind"]) is not None:
             entry["independent"] = trust[f["kind"]]
