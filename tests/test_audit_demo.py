@@ -58,10 +58,21 @@ def test_control_data_flag_nothing(tmp_path: Path) -> None:
     # The data and the result live in separate folders (the result folder is xai_audit's own).
     run_demo(tmp_path / "control_data", tmp_path / "control.html", None, None, True, 200)
     result = AuditResult.load(tmp_path / "control")
-    assert not [f for f in result.findings if f["kind"] in ("disparity", "shortcut")]
-    # Nothing about the data may be flagged; the only admissible high/medium finding is about
-    # integrated gradients itself (its maps are measured unfaithful on this model, on any data).
-    flagged = [f for f in result.findings if f["severity"] in ("high", "medium")]
+    assert not [f for f in result.findings if f["kind"] == "shortcut"]
+    # The control data keep the generator's default sites, whose site B is blurrier and noisier
+    # (an emergent, documented effect, see the data card): at the model card's validation
+    # threshold (0.342, used since the audit stopped choosing its threshold on the audited
+    # data) its specificity gap can be flagged, and truly is one. Nothing injected may be:
+    # no 65+ gap, no site C finding, no shortcut.
+    disparity = [f for f in result.findings if f["kind"] == "disparity"]
+    assert all(f["where"] == "site=B" and "Specificity" in f["message"] for f in disparity), [
+        f["title"] for f in disparity
+    ]
+    # Otherwise the only admissible high/medium finding is about integrated gradients itself
+    # (its maps are measured unfaithful on this model, on any data).
+    flagged = [
+        f for f in result.findings if f["severity"] in ("high", "medium") and f not in disparity
+    ]
     assert all(f["where"] == "integrated_gradients" for f in flagged), flagged
     coverage = [f for f in result.findings if f["kind"] == "coverage"]
     assert len(coverage) == 1

@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 NOTEBOOK = "01_quickstart.ipynb"
-RUN_TIMEOUT_MS = int(os.environ.get("XAI_AUDIT_BROWSER_TIMEOUT_MS", 240_000))
+RUN_TIMEOUT_MS = int(os.environ.get("XAI_AUDIT_BROWSER_TIMEOUT_MS", 900_000))
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

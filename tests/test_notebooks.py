@@ -61,7 +61,7 @@ def test_notebook_runs(workdir: Path, name: str):
     path = workdir / f"{name}.ipynb"
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+        nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
     )
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell
