@@ -487,19 +487,7 @@ def collect_findings(
                 "evidence": {"checks": coverage},
             },
         )
-    findings.append(
-        {
-            "severity": "info",
-            "kind": "coverage",
-            "title": "What was checked, and what was not",
-            "message": " ".join(
-                f"{c['check']} ({'checked' if c['ran'] else 'not checked'}): {c['detail']}."
-                for c in coverage
-            ),
-            "where": "audit",
-            "evidence": {"checks": coverage},
-        }
-    )
+    findings.append(coverage_finding(coverage))
     findings.sort(key=lambda f: SEVERITY_ORDER.get(f["severity"], 9))
     for i, f in enumerate(findings, start=1):
         f["id"] = f"F{i}"
@@ -524,6 +512,21 @@ NOT_AUDITED = (
         "scanners, subtypes) are not searched",
     ),
 )
+
+
+def coverage_finding(coverage: list[dict[str, Any]]) -> dict[str, Any]:
+    """The info finding that lists what was checked and what was not."""
+    return {
+        "severity": "info",
+        "kind": "coverage",
+        "title": "What was checked, and what was not",
+        "message": " ".join(
+            f"{c['check']} ({'checked' if c['ran'] else 'not checked'}): {c['detail']}."
+            for c in coverage
+        ),
+        "where": "audit",
+        "evidence": {"checks": coverage},
+    }
 
 
 def check_coverage(

@@ -326,20 +326,14 @@ def label_findings(
         The audit's ``performance_floor``, judged per label where the installed
         :func:`~xai_audit.audit.findings.collect_findings` judges absolute performance.
     """
-    import inspect
+    from .findings import SEVERITY_ORDER, collect_findings, coverage_finding
 
-    from .findings import SEVERITY_ORDER, collect_findings
-
-    # Newer collect_findings also judge absolute performance from the whole section.
-    accepts = set(inspect.signature(collect_findings).parameters)
     out: list[dict[str, Any]] = []
     coverages: dict[str, list[dict[str, Any]]] = {}
     for k, label in enumerate(labels):
         q = qualities.get(label) or {}
         section = label_section(subgroups, label)
-        extra = {"subgroups": section} if "subgroups" in accepts else {}
-        if "performance_floor" in accepts:
-            extra["performance_floor"] = performance_floor
+        extra = {"subgroups": section, "performance_floor": performance_floor}
         found = collect_findings(
             section["flags"],
             subgroups["warnings"],
@@ -379,19 +373,7 @@ def label_findings(
                 "evidence": {"checks": coverage},
             },
         )
-    out.append(
-        {
-            "severity": "info",
-            "kind": "coverage",
-            "title": "What was checked, and what was not",
-            "message": " ".join(
-                f"{c['check']} ({'checked' if c['ran'] else 'not checked'}): {c['detail']}."
-                for c in coverage
-            ),
-            "where": "audit",
-            "evidence": {"checks": coverage},
-        }
-    )
+    out.append(coverage_finding(coverage))
     out.sort(key=lambda f: SEVERITY_ORDER.get(f["severity"], 9))
     for i, f in enumerate(out, start=1):
         f["id"] = f"F{i}"
