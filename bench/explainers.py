@@ -226,6 +226,9 @@ def matrix_cell(
     device: torch.device,
 ) -> dict:
     """One net at one size: interleaved explain() / captum timings and their ratios."""
+    # Eval mode, as a model under audit is: captum then explains the same function as
+    # explain() (a train-mode BatchNorm would use batch statistics and update its buffers).
+    net = net.eval()
     layer = dict(net.named_modules())[layer_name]
     adapter = ModelAdapter(net, target_layer=layer_name, device=device)
     torch.manual_seed(size)

@@ -29,11 +29,17 @@ def structure(module: nn.Module) -> tuple:
     )
 
 
-def restore(module: nn.Module, adapter: Any) -> None:
-    """Give a fresh adapter of ``module`` what an earlier call found (if still valid)."""
+def restore(module: nn.Module, adapter: Any) -> tuple | None:
+    """Give a fresh adapter of ``module`` what an earlier call found (if still valid).
+
+    Returns the module's structure stamp when the entry was valid (for :func:`remember`).
+    """
     entry = _CACHE.get(module)
-    if entry is None or entry[0] != structure(module):
-        return
+    if entry is None:
+        return None
+    stamp = structure(module)
+    if entry[0] != stamp:
+        return None
     facts = entry[1]
     if adapter._n_outputs is None and facts.get("n_outputs") is not None:
         adapter._n_outputs = facts["n_outputs"]  # spares explain()'s one-image forward pass
@@ -43,11 +49,12 @@ def restore(module: nn.Module, adapter: Any) -> None:
     if isinstance(reshapes, dict):
         for key, value in facts.get("auto_reshapes", {}).items():
             reshapes.setdefault(key, value)
+    return stamp
 
 
-def remember(module: nn.Module, adapter: Any) -> None:
+def remember(module: nn.Module, adapter: Any, stamp: tuple | None = None) -> None:
     """Keep what ``adapter`` found out about ``module`` (target layer, output width,
-    inferred reshapes)."""
+    inferred reshapes); ``stamp`` is :func:`restore`'s return value, when it had one."""
     target = adapter._target_layer
     reshapes = getattr(adapter, "_auto_reshapes", None)
     if target is None and not reshapes:
@@ -55,6 +62,9 @@ def remember(module: nn.Module, adapter: Any) -> None:
     facts: dict[str, Any] = {"target_layer": target, "n_outputs": adapter._n_outputs}
     if isinstance(reshapes, dict):
         facts["auto_reshapes"] = dict(reshapes)
+    entry = _CACHE.get(module)
+    if stamp is not None and entry is not None and entry == (stamp, facts):
+        return  # nothing new (a call never changes the module's structure)
     try:
         _CACHE[module] = (structure(module), facts)
     except TypeError:  # pragma: no cover - a module that cannot be weakly referenced

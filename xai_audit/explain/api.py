@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -106,8 +107,7 @@ def explain(
     # A bare module gets a fresh adapter per call: reuse what earlier calls found (the CAM
     # layer search is a forward pass), see _layer_cache.
     bare = None if isinstance(model, ModelAdapter) else model
-    if bare is not None:
-        _layer_cache.restore(bare, adapter)
+    stamp = _layer_cache.restore(bare, adapter) if bare is not None else None
     explainer: Explainer = get_method(method)(**params)
     spec = TargetSpec.parse(target)
     batch_size = int(batch_size or adapter.batch_size)
@@ -122,7 +122,8 @@ def explain(
     targets: list[torch.Tensor] = []
     scores: list[torch.Tensor] = []
     seen = 0
-    with eval_mode(adapter.module), hook_guard(adapter.module):
+    guard = nullcontext() if explainer.removes_own_hooks else hook_guard(adapter.module)
+    with eval_mode(adapter.module), guard:
         bar = tqdm(total=total, disable=not show, desc=explainer.name, unit="img", leave=False)
         try:
             for raw in iter_image_batches(images, batch_size):
@@ -155,7 +156,7 @@ def explain(
             explainer.indices = None
             explainer.batch_logits = None
     if bare is not None:
-        _layer_cache.remember(bare, adapter)
+        _layer_cache.remember(bare, adapter, stamp)
     if seen == 0:
         raise ValueError("No images were given.")
     spec.check_count(seen)

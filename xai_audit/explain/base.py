@@ -253,6 +253,12 @@ class Explainer:
     single_pass : bool
         The method runs exactly one forward pass on the unperturbed batch, so the
         predicted class can be read from it (see :meth:`explain_batch`).
+    removes_own_hooks : bool
+        Every hook the method registers (its own or captum's) is removed in a ``finally``
+        clause. :func:`explain` then skips its safety net (:func:`~.hooks.hook_guard`, a walk
+        over every module before and after the call: milliseconds on a DenseNet, as much as
+        a small batch's attribution). False by default, so methods registered by users and
+        third-party code (shap) keep the net.
     """
 
     name: ClassVar[str] = ""
@@ -260,6 +266,7 @@ class Explainer:
     defaults: ClassVar[dict[str, Any]] = {}
     param_aliases: ClassVar[dict[str, str]] = {}
     supports_3d: ClassVar[bool] = True
+    removes_own_hooks: ClassVar[bool] = False
     single_pass: ClassVar[bool] = False
     description: ClassVar[str] = ""
 

@@ -68,6 +68,8 @@ class _CamExplainer(Explainer):
     default the adapter's, else inferred for token and channels-last layers.
     """
 
+    removes_own_hooks = True  # captum's and ours go in finally clauses
+
     defaults: ClassVar[dict[str, Any]] = {
         "target_layer": None,
         "interpolate_mode": "auto",

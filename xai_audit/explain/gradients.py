@@ -51,6 +51,8 @@ class IntegratedGradientsMethod(Explainer):
     channel_reduction : {"sum", "abs_sum", "mean"}, default "sum"
     """
 
+    removes_own_hooks = True  # captum's and ours go in finally clauses
+
     name = "integrated_gradients"
     aliases = ("ig", "integratedgradients")
     description = "Integrated Gradients (captum), internally batched."
@@ -103,6 +105,8 @@ class SaliencyMethod(Explainer):
     channel_reduction : {"sum", "abs_sum", "mean"}, default "sum"
     """
 
+    removes_own_hooks = True  # captum's and ours go in finally clauses
+
     name = "saliency"
     aliases = ("gradient", "vanilla_gradient")
     description = "Input gradient (captum Saliency)."
@@ -150,6 +154,8 @@ class SmoothGrad(Explainer):
     seed : int, default 0
     channel_reduction : {"sum", "abs_sum", "mean"}, default "sum"
     """
+
+    removes_own_hooks = True  # captum's and ours go in finally clauses
 
     name = "smoothgrad"
     aliases = ("smooth_grad", "noise_tunnel")
@@ -223,6 +229,8 @@ class GuidedBackpropMethod(Explainer):
     channel_reduction : {"sum", "abs_sum", "mean"}, default "sum"
     """
 
+    removes_own_hooks = True  # captum's and ours go in finally clauses
+
     name = "guided_backprop"
     aliases = ("guided_backpropagation", "guidedbackprop")
     description = "Guided Backprop (captum)."
@@ -258,6 +266,8 @@ class GuidedGradCAM(Explainer):
     interpolate_mode : str, default "auto"
     channel_reduction : {"sum", "abs_sum", "mean"}, default "sum"
     """
+
+    removes_own_hooks = True  # captum's and ours go in finally clauses
 
     name = "guided_gradcam"
     aliases = ("guided_grad_cam",)

@@ -48,6 +48,8 @@ class OcclusionMethod(Explainer):
         Every channel of a pixel gets the same value, so "mean" gives the plain score drop.
     """
 
+    removes_own_hooks = True  # captum's and ours go in finally clauses
+
     name = "occlusion"
     aliases = ("occlusion_sensitivity",)
     description = "Occlusion: score drop under a sliding patch (captum)."

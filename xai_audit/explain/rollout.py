@@ -105,6 +105,8 @@ class AttentionRollout(Explainer):
         How the heads of one block are combined.
     """
 
+    removes_own_hooks = True  # captum's and ours go in finally clauses
+
     name = "attention_rollout"
     aliases = ("rollout",)
     description = "Attention rollout (Abnar & Zuidema 2020), class-agnostic, for ViTs."

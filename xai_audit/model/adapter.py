@@ -104,6 +104,9 @@ class _PreprocessedModel(nn.Module):
         super().__init__()
         self.model = model
         self.preprocess = preprocess
+        # The wrapper has no layers of its own; it starts in the model's mode, so that an
+        # eval-mode model does not look like one in training (eval_mode skips its walk then).
+        self.training = model.training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preprocess is not None:
@@ -124,6 +127,13 @@ class _PreprocessedModel(nn.Module):
         if out.ndim == 1:  # a single-logit binary model returning shape (N,)
             out = out[:, None]
         return out
+
+
+def _on_device(module: nn.Module, device: torch.device) -> bool:
+    """Whether every parameter and buffer of ``module`` already lives on ``device``."""
+    if device.type != "cpu" and device.index is None:
+        return False  # "cuda" means the current device: let Module.to resolve it
+    return all(t.device == device for t in (*module.parameters(), *module.buffers()))
 
 
 def _auto_device() -> torch.device:
@@ -207,7 +217,9 @@ class ModelAdapter:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.device = torch.device(device) if device is not None else _auto_device()
-        self.model = model.to(self.device)
+        # Module.to walks every submodule in Python even when nothing moves (a third of a
+        # small explain(bare_module, x) call, which wraps the module afresh each time).
+        self.model = model if _on_device(model, self.device) else model.to(self.device)
         self.preprocess = preprocess
         self.module = _PreprocessedModel(self.model, preprocess)
         self.multi_label = bool(multi_label)

@@ -28,15 +28,8 @@ def preserved_state(module: nn.Module) -> Iterator[nn.Module]:
     torch.nn.Module
         The same module, to be changed freely inside the block.
     """
-    training = [(m, m.training) for m in module.modules()]
-    requires_grad = [(p, p.requires_grad) for p in module.parameters()]
-    try:
+    with _recorded(module):
         yield module
-    finally:
-        for m, flag in training:
-            m.training = flag
-        for p, flag in requires_grad:
-            p.requires_grad_(flag)
 
 
 @contextmanager
@@ -46,12 +39,39 @@ def eval_mode(module: nn.Module, *, freeze_parameters: bool = True) -> Iterator[
     Freezing parameters means backward passes for attributions compute only what they need
     (gradients to activations or inputs), never the weight gradients.
     """
-    with preserved_state(module):
-        module.eval()
+    with _recorded(module) as (modules, params):
+        # module.eval() honours a model's own train() override; it is skipped when nothing
+        # is in training mode (the usual case for a model under audit): it would be a no-op.
+        if any(m.training for m in modules):
+            module.eval()
         if freeze_parameters:
-            for p in module.parameters():
-                p.requires_grad_(False)
+            for p in params:
+                if p.requires_grad:
+                    p.requires_grad_(False)
         yield module
+
+
+@contextmanager
+def _recorded(module: nn.Module) -> Iterator[tuple[list[nn.Module], list[torch.Tensor]]]:
+    """Record the flags on entry, write back the changed ones on exit.
+
+    This runs on every explain() call: the module tree is walked once (a DenseNet has
+    hundreds of submodules, and ``modules()``/``parameters()`` are Python generators), and
+    only changed flags are written back (``Module.__setattr__`` is slow Python).
+    """
+    modules = list(module.modules())
+    params = [p for m in modules for p in m._parameters.values() if p is not None]
+    training = [m.training for m in modules]
+    requires_grad = [p.requires_grad for p in params]
+    try:
+        yield modules, params
+    finally:
+        for m, flag in zip(modules, training, strict=True):
+            if m.training != flag:
+                m.training = flag
+        for p, flag in zip(params, requires_grad, strict=True):
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
 
 
 def parameters_grad_snapshot(module: nn.Module) -> list[torch.Tensor | None]:

@@ -1,0 +1,138 @@
+"""The per-call fast paths of explain(): they skip work only when it would change nothing.
+
+Each fast path (issue 17: per-call overhead against captum) has a test that it is taken when
+safe, and one that the slow, protective path still runs when it is not.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from xai_audit.explain import base as explain_base
+from xai_audit.explain import explain
+from xai_audit.explain.base import Explainer, register_method
+from xai_audit.explain.hooks import hook_counts
+from xai_audit.model import ModelAdapter, eval_mode
+
+
+def small_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+
+
+class CountingTrain(nn.Module):
+    """Counts calls of its train() (which Module.eval() goes through)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = small_net()
+        self.train_calls = 0
+
+    def train(self, mode: bool = True) -> CountingTrain:
+        self.train_calls += 1
+        return super().train(mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_eval_mode_model_is_not_walked_but_train_mode_model_is_switched_and_restored() -> None:
+    net = CountingTrain().eval()
+    net.train_calls = 0
+    x = torch.rand(2, 1, 8, 8)
+    explain(net, x, "gradcam")
+    explain(ModelAdapter(net, device="cpu"), x, "integrated_gradients", n_steps=4)
+    assert net.train_calls == 0  # nothing to switch: module.eval() was skipped
+    assert not any(m.training for m in net.modules())
+
+    net.train()
+    net.train_calls = 0
+    seen = []
+    net.body[1].register_forward_pre_hook(lambda m, i: seen.append(m.training))
+    explain(net, x, "gradcam")
+    assert net.train_calls == 1 and seen == [False]  # explained in eval mode ...
+    assert all(m.training for m in net.modules())  # ... and handed back in training mode
+
+
+def test_adapter_wrapper_starts_in_the_model_mode() -> None:
+    net = small_net().eval()
+    assert ModelAdapter(net, device="cpu").module.training is False
+    assert ModelAdapter(small_net().train(), device="cpu").module.training is True
+
+
+def test_eval_mode_restores_only_what_it_changed_with_shared_parameters() -> None:
+    net = small_net()
+    net.add_module("tied", net[0])  # the same conv twice: its parameters are listed twice
+    net[3].weight.requires_grad_(False)
+    net[1].eval()
+    before_train = [m.training for m in net.modules()]
+    before_grad = [p.requires_grad for p in net.parameters()]
+    with eval_mode(net):
+        assert not any(m.training for m in net.modules())
+        assert not any(p.requires_grad for p in net.parameters())
+    assert [m.training for m in net.modules()] == before_train
+    assert [p.requires_grad for p in net.parameters()] == before_grad
+
+
+def test_adapter_does_not_move_a_model_already_on_its_device(monkeypatch) -> None:
+    net = small_net()
+    calls = []
+    real_to = nn.Module.to
+    monkeypatch.setattr(
+        nn.Module, "to", lambda self, *a, **k: calls.append(a) or real_to(self, *a, **k)
+    )
+    ModelAdapter(net, device="cpu")
+    assert calls == []
+    meta = small_net().to("meta")  # a model on another device is moved
+    try:
+        ModelAdapter(meta, device="cpu")
+    except NotImplementedError:  # meta tensors hold no data to copy: the move was tried
+        pass
+    assert calls[-1] == (torch.device("cpu"),)
+
+
+class LeakyMethod(Explainer):
+    """A user-registered method that leaves a forward hook on the model (as shap can)."""
+
+    name = "leaky_test_method"
+    defaults: ClassVar[dict] = {}
+
+    def attribute(self, adapter, x, targets):
+        adapter.module.register_forward_hook(lambda *a: None)
+        return torch.zeros(x.shape[0], *x.shape[2:])
+
+
+def test_methods_not_known_to_clean_up_keep_the_hook_safety_net() -> None:
+    register_method(LeakyMethod, overwrite=True)
+    try:
+        assert LeakyMethod.removes_own_hooks is False
+        net = small_net().eval()
+        att = explain(net, torch.rand(2, 1, 8, 8), "leaky_test_method")
+        assert att.maps.shape == (2, 8, 8)
+        assert hook_counts(net) == 0  # hook_guard removed the leaked hook
+    finally:
+        explain_base._REGISTRY.pop("leaky_test_method", None)
+
+
+def test_bare_module_results_equal_adapter_results_on_repeated_calls() -> None:
+    net = small_net().eval()
+    x = torch.rand(3, 1, 8, 8)
+    adapter = ModelAdapter(net, device="cpu")
+    ref = explain(adapter, x, "gradcam").maps
+    for _ in range(3):  # first call searches the layer, later ones reuse the cache
+        att = explain(net, x, "gradcam")
+        assert att.target_layer == adapter.target_layer_name
+        np.testing.assert_allclose(att.maps, ref, rtol=1e-6, atol=1e-7)
