@@ -3,8 +3,9 @@
 For each (scenario, seed) the project's generator draws a training set and an audit set with a
 *hidden factor* that the manifest never records: a tube-like device line on a share of the
 images. A small CNN (``BenchCNN`` from ``bench/findings.py``, imported, not copied) is trained on
-the first; slice discovery runs on the audit set with the adapter's penultimate-layer embeddings
-(the audit's default), the model's scores, the Youden threshold and the patient ids.
+the first; slice discovery runs on the audit set with the audit's slice embedding
+(``stage_embedding``: penultimate features plus each resolution stage's channel maxima and
+means, blocks weighted equally), the model's scores, the Youden threshold and the patient ids.
 
 Scenarios:
 
@@ -51,7 +52,7 @@ from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from xai_audit.datasets import SyntheticConfig, make_synthetic_cxr  # noqa: E402
 from xai_audit.model import ModelAdapter  # noqa: E402
-from xai_audit.slices import discover_slices  # noqa: E402
+from xai_audit.slices import discover_slices, stage_embedding  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "slices.json"
 MARKDOWN = ROOT / "bench" / "slices.md"
@@ -60,6 +61,8 @@ P_DEVICE = 0.25
 FADE = 0.2
 N_AUDIT = 3000
 TARGET = 0.7
+#: discover_slices' default tolerance: a device effect beyond it is a real failure.
+MIN_GAP = 0.05
 
 
 def scenario_config(name: str) -> SyntheticConfig:
@@ -81,8 +84,8 @@ def youden(y: np.ndarray, s: np.ndarray) -> float:
 
 def model_outputs(
     name: str, seed: int, settings: fb.Settings, cache: Path | None
-) -> tuple[Any, np.ndarray, np.ndarray, float]:
-    """Train the model and return the audit set's metadata, scores, embeddings, train time.
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Train the model; the audit set's metadata, scores, embeddings, block widths, train time.
 
     With ``cache``, the outputs are stored there (and reused), so the discovery can be
     re-run without retraining.
@@ -95,7 +98,7 @@ def model_outputs(
 
         d = np.load(path, allow_pickle=False)
         meta = pd.read_json(io.StringIO(str(d["meta"])))
-        return meta, d["score"], d["emb"], float(d["train_seconds"])
+        return meta, d["score"], d["emb"], d["blocks"], float(d["train_seconds"])
     train = make_synthetic_cxr(
         settings.n_train, settings.image_size, seed=int(state[0]), config=cfg
     )
@@ -106,11 +109,14 @@ def model_outputs(
     score = fb.predict(net, audit.images)
     adapter = ModelAdapter(net, class_names=["normal", "lesion"], activation="softmax",
                            positive_class="lesion", device="cpu")  # fmt: skip
-    emb = adapter.embed(audit.images)
+    # The audit's slice embedding: penultimate features plus per-stage channel maxima/means.
+    parts = [stage_embedding(adapter, audit.images[a : a + 500]) for a in range(0, N_AUDIT, 500)]
+    emb, blocks = np.concatenate([p[0] for p in parts]), parts[0][1]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, meta=meta.to_json(), score=score, emb=emb, train_seconds=tinfo["seconds"])
-    return meta, score, emb, tinfo["seconds"]
+        np.savez(path, meta=meta.to_json(), score=score, emb=emb, blocks=blocks,
+                 train_seconds=tinfo["seconds"])  # fmt: skip
+    return meta, score, emb, blocks, tinfo["seconds"]
 
 
 def run_one(
@@ -119,7 +125,7 @@ def run_one(
     """Train, discover, score one (scenario, seed)."""
     t0 = time.perf_counter()
     torch.set_num_threads(settings.threads)
-    meta, score, emb, train_seconds = model_outputs(name, seed, settings, cache)
+    meta, score, emb, blocks, train_seconds = model_outputs(name, seed, settings, cache)
     y = meta["label"].to_numpy()
     thr = youden(y, score)
     t1 = time.perf_counter()
@@ -131,6 +137,7 @@ def run_one(
         patient_ids=meta["patient_id"].astype(str).to_numpy(),
         case_ids=meta["case_id"].astype(str).to_numpy(),
         attributes=meta[["sex", "age_group", "site"]],
+        feature_blocks=blocks,
         seed=seed,
     )
     t_disc = time.perf_counter() - t1
@@ -148,12 +155,34 @@ def run_one(
         "n_significant": int(found.table["significant"].sum()),
         "slices": found.table.replace({np.nan: None}).to_dict(orient="records"),
     }
+    # The device's true effect on this model, per label, from the hidden truth (all audit
+    # images): a "harmless" device can still fool the trained model (a line read as a
+    # lesion), and a slice that finds such a real failure is not a false flag.
+    true_gap = {"1": 0.0, "0": 0.0}
     if device.any():
-        pos = y == 1
+        pos, neg = y == 1, y == 0
         rec["true_sensitivity_device"] = float(pred[device & pos].mean())
         rec["true_sensitivity_rest"] = float(pred[~device & pos].mean())
+        rec["true_specificity_device"] = float((~pred[device & neg]).mean())
+        rec["true_specificity_rest"] = float((~pred[~device & neg]).mean())
         rec["share_device"] = float(device.mean())
+        true_gap = {
+            "1": rec["true_sensitivity_device"] - rec["true_sensitivity_rest"],
+            "0": rec["true_specificity_device"] - rec["true_specificity_rest"],
+        }
     sig = found.significant
+    # A significant slice is a false flag unless it is mostly device images of its label
+    # (precision >= 0.5) and the device really costs the model more than the tolerance there.
+    false_flags = 0
+    case_ids = meta["case_id"].astype(str).to_numpy()
+    for _, row in sig.iterrows():
+        members = np.isin(case_ids, found.cases(int(row["slice"])))
+        lab = str(row["label"])
+        truth = device & (y == int(lab)) if lab in ("0", "1") else device
+        precision = (members & truth).sum() / max(int(members.sum()), 1)
+        if not (precision >= 0.5 and true_gap.get(lab, 0.0) < -MIN_GAP):
+            false_flags += 1
+    rec["false_flags"] = false_flags
     if len(sig):
         best = int(sig.iloc[0]["slice"])
         members = np.isin(meta["case_id"].astype(str).to_numpy(), found.cases(best))
@@ -225,21 +254,29 @@ def markdown(records: list[dict[str, Any]], spd: dict[str, Any] | None, meta: di
         f"Generated by `bench/slices.py` at commit {meta['commit']} on {meta['date']} "
         f"({meta['machine']}). Model: `BenchCNN` from `bench/findings.py` (64 px, "
         f"{meta['settings']['n_train']} training images, {meta['settings']['epochs']} epochs); "
-        f"discovery on a separate audit set of {N_AUDIT} images with the adapter's "
-        "penultimate-layer embeddings, the Youden threshold and patient ids; defaults of "
-        "`discover_slices` (PCA 16, BIC over 1-8 components, Holm alpha 0.05, min gap 0.05, "
-        "min 30 test cases).",
+        f"discovery on a separate audit set of {N_AUDIT} images with the audit's slice "
+        "embedding (`stage_embedding`: penultimate features plus each resolution stage's "
+        "channel maxima and means, blocks weighted equally), the Youden threshold and patient "
+        "ids; defaults of `discover_slices` (PCA 16, BIC over 1-8 components, Holm alpha 0.05, "
+        "min gap 0.05, min 30 test cases).",
         "",
         f"* `device`: a tube-like line on {P_DEVICE:.0%} of images fades lesions (contrast "
         f"x{FADE}); truth = the `device` column of the truth table, among the images of the "
         "slice's label (slices are fitted per label: positives or negatives). Target: "
         f"precision and recall of the best significant slice >= {TARGET} in >= 4 of 5 seeds.",
-        "* `harmless`: the same device without any effect. `control`: nothing injected. "
-        "Target for both: no significant slice.",
+        "* `harmless`: the same device drawn without any effect on lesions. `control`: nothing "
+        "injected. Target for both: no false flag.",
+        "* **False flag**: a significant slice that is not mostly device images of its label "
+        "(precision < 0.5), or whose device images the model does not really fail on: the "
+        "device's true gap (sensitivity among positives, specificity among negatives, device "
+        "vs the rest, at the threshold, all audit images, read from the hidden truth) must be "
+        f"worse than the tolerance ({MIN_GAP}). A trained model can be fooled by a "
+        "'harmless' device (the line read as a lesion): a slice that finds that is right.",
         "",
-        "| scenario | seed | AUROC | true sens. device / rest | components | significant | "
-        "best slice (metric, gap) | precision | recall | discovery s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | seed | AUROC | true sens. device / rest | true spec. device / rest "
+        "| components | significant | best slice (metric, gap) | precision | recall "
+        "| false flags | discovery s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         if "error" in r:
@@ -248,6 +285,11 @@ def markdown(records: list[dict[str, Any]], spd: dict[str, Any] | None, meta: di
         sens = (
             f"{r['true_sensitivity_device']:.2f} / {r['true_sensitivity_rest']:.2f}"
             if "true_sensitivity_device" in r
+            else "-"
+        )
+        spec = (
+            f"{r['true_specificity_device']:.2f} / {r['true_specificity_rest']:.2f}"
+            if "true_specificity_device" in r
             else "-"
         )
         b = r.get("best")
@@ -259,8 +301,9 @@ def markdown(records: list[dict[str, Any]], spd: dict[str, Any] | None, meta: di
         prec = f"{b['precision']:.2f}" if b and b.get("recall") is not None else "-"
         rcl = f"{b['recall']:.2f}" if b and b.get("recall") is not None else "-"
         lines.append(
-            f"| {r['scenario']} | {r['seed']} | {r['auroc']:.3f} | {sens} | {r['n_components']} "
-            f"| {r['n_significant']} | {best} | {prec} | {rcl} | {r['discovery_seconds']:.1f} |"
+            f"| {r['scenario']} | {r['seed']} | {r['auroc']:.3f} | {sens} | {spec} "
+            f"| {r['n_components']} | {r['n_significant']} | {best} | {prec} | {rcl} "
+            f"| {r.get('false_flags', '-')} | {r['discovery_seconds']:.1f} |"
         )
     dev = [r for r in records if r["scenario"] == "device" and "error" not in r]
     ok = sum(
@@ -268,14 +311,16 @@ def markdown(records: list[dict[str, Any]], spd: dict[str, Any] | None, meta: di
         for r in dev
         if r.get("best") and r["best"]["precision"] >= TARGET and r["best"]["recall"] >= TARGET
     )
-    false = sum(
-        r["n_significant"] for r in records if r["scenario"] != "device" and "error" not in r
-    )
-    n_null = sum(1 for r in records if r["scenario"] != "device" and "error" not in r)
+    done = [r for r in records if "error" not in r]
+    false = sum(r.get("false_flags", r["n_significant"]) for r in done)
+    null_sig = sum(r["n_significant"] for r in done if r["scenario"] != "device")
+    n_null = sum(1 for r in done if r["scenario"] != "device")
     lines += [
         "",
         f"**Summary**: device found with precision and recall >= {TARGET} in {ok} of "
-        f"{len(dev)} seeds; {false} significant slice(s) over {n_null} harmless/control runs.",
+        f"{len(dev)} seeds; {false} false flag(s) over all {len(done)} runs; {null_sig} "
+        f"significant slice(s) over the {n_null} harmless/control runs (each a real device "
+        "failure of that model unless counted as a false flag).",
     ]
     if spd:
         lines += [

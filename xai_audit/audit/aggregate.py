@@ -35,7 +35,15 @@ def read_tables(store: ShardStore, n_rows: int) -> dict[str, np.ndarray]:
                 timing[k] = timing.get(k, 0.0) + float(v)
             else:
                 parts.setdefault(k, []).append(v)
-    out = {k: np.concatenate(v) for k, v in parts.items()}
+    out = {}
+    for k, v in parts.items():
+        try:
+            out[k] = np.concatenate(v)
+        except ValueError:
+            if not k.startswith("slice__"):
+                raise
+            # Slice embeddings of different widths (shards from an older version): dropped,
+            # and recomputed if needed.
     # Slice-discovery features missing from older shards: dropped (recomputed if needed).
     out = {
         k: v for k, v in out.items() if not k.startswith("slice__") or len(v) == len(out["indices"])

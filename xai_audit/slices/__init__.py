@@ -13,6 +13,7 @@ from .discover import (
     holm,
     slice_case_ids,
 )
+from .embedding import stage_embedding
 from .widget import slice_picker
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "image_statistics",
     "slice_case_ids",
     "slice_picker",
+    "stage_embedding",
 ]

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .describe import IMAGE_STATISTICS, describe_slice, image_statistics
 from .discover import discover_slices, empty_table
+from .embedding import stage_embedding
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +41,21 @@ OPTIONS = (
 
 
 def batch_features(model: Any, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Penultimate-layer embeddings and image statistics of one batch (for the shards).
+    """Multi-scale embeddings and image statistics of one batch (for the shards).
 
-    A model whose embeddings cannot be taken gets none (discovery is then skipped with a
-    note); the audit itself never fails here.
+    The embedding is :func:`~.embedding.stage_embedding` (penultimate features plus each
+    stage's channel maxima and means); its block widths are stored per row too, so that
+    discovery can weigh the blocks equally. A model whose embeddings cannot be taken gets
+    none (discovery is then skipped with a note); the audit itself never fails here.
     """
     out = {f"{PREFIX}{k}": v for k, v in image_statistics(images).items()}
     try:
-        out[f"{PREFIX}embedding"] = np.asarray(model.embed(images), dtype=np.float32)
+        feats, blocks = stage_embedding(model, images)
     except Exception as exc:  # noqa: BLE001 - optional: an unusual model just gets no slices
         log.warning("No embeddings for slice discovery: %s", exc)
+        return out
+    out[f"{PREFIX}embedding"] = feats
+    out[f"{PREFIX}embedding_blocks"] = np.broadcast_to(blocks, (len(feats), len(blocks))).copy()
     return out
 
 
@@ -110,21 +116,36 @@ def _grey(images: np.ndarray) -> np.ndarray:
 
 def _features(
     model: Any, data: Any, tables: dict[str, np.ndarray], batch_size: int
-) -> tuple[np.ndarray | None, pd.DataFrame]:
-    """Embeddings and image statistics from the shards, or computed now (older shards)."""
+) -> tuple[np.ndarray | None, pd.DataFrame, np.ndarray | None]:
+    """Embeddings, image statistics and embedding block widths from the shards, or
+    computed now (older shards); widths are None for shards written before they existed."""
     emb = tables.get(f"{PREFIX}embedding")
     stats = {k: tables.get(f"{PREFIX}{k}") for k in IMAGE_STATISTICS}
     n = len(data)
     if emb is not None and all(v is not None for v in stats.values()):
-        return np.asarray(emb, np.float32), pd.DataFrame(stats)
-    parts, stat_parts = [], []
+        return np.asarray(emb, np.float32), pd.DataFrame(stats), _blocks(tables)
+    parts, stat_parts, widths = [], [], []
     for a in range(0, n, batch_size):
         feats = batch_features(model, data.load_images(np.arange(a, min(n, a + batch_size))))
         if f"{PREFIX}embedding" not in feats:
-            return None, pd.DataFrame()
+            return None, pd.DataFrame(), None
         parts.append(feats.pop(f"{PREFIX}embedding"))
+        widths.append(feats.pop(f"{PREFIX}embedding_blocks"))
         stat_parts.append(pd.DataFrame({k.removeprefix(PREFIX): v for k, v in feats.items()}))
-    return np.concatenate(parts), pd.concat(stat_parts, ignore_index=True)
+    blocks = _blocks({f"{PREFIX}embedding_blocks": np.concatenate(widths)})
+    return np.concatenate(parts), pd.concat(stat_parts, ignore_index=True), blocks
+
+
+def _blocks(tables: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The embedding's block widths (the same on every row), or None when not recorded."""
+    rows = tables.get(f"{PREFIX}embedding_blocks")
+    if rows is None or len(rows) == 0:
+        return None
+    rows = np.asarray(rows, dtype=np.int64)
+    if not (rows == rows[0]).all():  # batches embedded differently: weigh nothing
+        log.warning("Slice embeddings have different block layouts across batches.")
+        return None
+    return rows[0]
 
 
 def _slice_maps(
@@ -194,7 +215,7 @@ def slice_section(
     labels = pred["label"].to_numpy(np.float64)
     if np.isnan(labels).any() or not np.isin(labels, (0, 1)).all():
         return {**off, "status": "not run: needs a 0/1 label for every image"}
-    emb, stats = _features(model, data, tables, batch_size)
+    emb, stats, blocks = _features(model, data, tables, batch_size)
     if emb is None:
         return {**off, "status": "not run: the model's embeddings could not be taken"}
     options = {k: s[k] for k in OPTIONS if k in s}
@@ -210,6 +231,7 @@ def slice_section(
         n_boot=n_boot,
         ci=ci,
         seed=seed,
+        feature_blocks=blocks,
         **options,
     )
     table = found.table

@@ -185,6 +185,26 @@ def split_halves(units: np.ndarray, test_fraction: float, seed: int) -> np.ndarr
 
 
 # ------------------------------------------------------------------------------ features
+def _weigh_blocks(x: np.ndarray, blocks: Sequence[int], fit_rows: np.ndarray) -> np.ndarray:
+    """Columns standardised on ``fit_rows``; each block scaled to unit total variance."""
+    widths = np.asarray(blocks, dtype=np.int64)
+    if widths.ndim != 1 or (widths < 1).any() or widths.sum() != x.shape[1]:
+        raise SliceInputError(
+            f"feature_blocks {list(map(int, np.atleast_1d(widths)))} must be positive widths "
+            f"adding up to the {x.shape[1]} embedding columns"
+        )
+    fit = x[fit_rows].astype(np.float64)
+    mu, sd = fit.mean(axis=0), fit.std(axis=0)
+    del fit
+    # A constant column carries nothing: zero weight, not a division by zero.
+    scale = np.where(sd > 0, 1.0 / np.where(sd > 0, sd, 1.0), 0.0)
+    scale /= np.sqrt(np.repeat(widths, widths))
+    out = np.array(x, dtype=np.float32)
+    out -= mu.astype(np.float32)
+    out *= scale.astype(np.float32)
+    return out
+
+
 def _residual_pca(
     x: np.ndarray,
     y: np.ndarray,
@@ -416,6 +436,7 @@ def discover_slices(
     test_fraction: float = 0.5,
     max_fit: int = 20000,
     by_label: bool = True,
+    feature_blocks: Sequence[int] | None = None,
     seed: int = 0,
 ) -> SliceDiscovery:
     """Find coherent groups of cases where the model does worse than on the rest.
@@ -469,6 +490,11 @@ def discover_slices(
         Fit one mixture to the positives and one to the negatives: each slice is then a group
         of positives (tested on sensitivity) or of negatives (specificity). ``False``: one
         mixture over all cases (Domino's setting), whose slices may mix labels.
+    feature_blocks : sequence of int, optional
+        Widths of consecutive column blocks of ``embeddings`` (e.g. from
+        :func:`~xai_audit.slices.stage_embedding`) to be weighted equally: every column is
+        standardised on the discovery half and each block scaled to the same total variance,
+        so that a wide block does not dominate the PCA. None: the columns are used as given.
     seed : int, default 0
 
     Returns
@@ -519,6 +545,13 @@ def discover_slices(
         else disc_rows
     )
     settings.update(n_discovery=int(len(disc_rows)), n_test=int(test.sum()))
+    if feature_blocks is not None:
+        x = _weigh_blocks(x, feature_blocks, fit_rows)
+        settings["feature_blocks"] = [int(b) for b in feature_blocks]
+        settings["method"] += (
+            f"; {len(feature_blocks)} embedding blocks (e.g. penultimate features and each "
+            "network stage's channel maxima and means) standardised and weighted equally"
+        )
     if len(fit_rows) < 20 or test.sum() < 2 * min_size:
         settings.update(n_components=0, bic={}, status="too few cases to discover slices")
         return _empty(ids, test, settings)
