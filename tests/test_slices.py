@@ -234,3 +234,67 @@ def test_slice_picker_lists_slices_and_cases(audit_result) -> None:
         assert cases["case_id"].iloc[0] in box.children[1].value
     else:
         assert "No discovered slices" in box.value
+
+
+def test_coverage_says_unrecorded_factors_were_searched(audit_result) -> None:
+    cov = next(f for f in audit_result.findings if f["kind"] == "coverage")
+    entry = next(c for c in cov["evidence"]["checks"] if c["check"] == "unrecorded factors")
+    assert entry["ran"] is True and "slice discovery" in entry["detail"]
+    n_sig = int(audit_result.slices["significant"].sum())
+    assert f"{n_sig} significant slice(s)" in entry["detail"]
+    assert len([f for f in audit_result.findings if f["kind"] == "slice"]) == n_sig
+
+
+def _slices_section(significant: bool) -> dict:
+    table = pd.DataFrame(
+        {
+            "slice": [1, 2],
+            "n": [120, 880],
+            "metric": ["sensitivity", "sensitivity"],
+            "value": [0.55, 0.93],
+            "rest_value": [0.93, 0.55],
+            "gap": [-0.38, 0.38],
+            "ci_low": [-0.5, 0.26],
+            "ci_high": [-0.26, 0.5],
+            "significant": [significant, False],
+            "p_adjusted": [0.002, 1.0],
+            "label": ["1", "1"],
+        }
+    )
+    return {
+        "status": "1 significant of 2 slices (2 tested)",
+        "settings": {"n_cases": 1000, "n_components": 2, "min_size": 30},
+        "table": table,
+        "members": pd.DataFrame({"case_id": ["a"], "slice": [1]}),
+        "descriptions": {"1": "site=B over-represented (60% vs 30%)"},
+    }
+
+
+def test_a_significant_slice_is_an_info_hypothesis_with_its_numbers() -> None:
+    from xai_audit.audit.findings import collect_findings
+
+    args = ([], [], {}, {"n_images": 1000}, "the whole image")
+    found = collect_findings(*args, slices=_slices_section(True))
+    (sl,) = [f for f in found if f["kind"] == "slice"]
+    assert sl["severity"] == "info" and sl["where"] == "slice 1"
+    assert "0.55 vs 0.93" in sl["title"]
+    assert "-0.50 to -0.26" in sl["message"] and "site=B over-represented" in sl["message"]
+    assert sl["evidence"]["gap"] == pytest.approx(-0.38)
+    # an info hypothesis does not turn "nothing flagged" into a flag
+    (summary,) = [f for f in found if f["kind"] == "summary"]
+    assert summary["severity"] == "ok" and "unrecorded factors" in summary["message"]
+    none = collect_findings(*args, slices=_slices_section(False))
+    assert not [f for f in none if f["kind"] == "slice"]
+
+
+def test_unrecorded_factors_not_searched_without_discovery() -> None:
+    from xai_audit.audit.findings import collect_findings
+
+    args = ([], [], {}, {"n_images": 100}, "the whole image")
+    skipped = {"status": "not run: 100 images, fewer than the 300 that slices: auto needs",
+               "settings": {}, "table": _slices_section(False)["table"].iloc[:0]}  # fmt: skip
+    for slices in (None, skipped):
+        cov = next(f for f in collect_findings(*args, slices=slices) if f["kind"] == "coverage")
+        entry = next(c for c in cov["evidence"]["checks"] if c["check"] == "unrecorded factors")
+        assert entry["ran"] is False
+        assert ("fewer than the 300" in entry["detail"]) == (slices is not None)

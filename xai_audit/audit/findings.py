@@ -446,8 +446,14 @@ def collect_findings(
     subgroup_disparities: Any = None,
     subgroups: Any = None,
     performance_floor: Any = None,
+    slices: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """All key findings, most severe first; an "ok" finding when nothing was flagged.
+
+    ``slices`` (the result's ``slice_discovery`` section) adds one ``info`` finding per
+    significant discovered slice and replaces the "unrecorded factors: not searched" coverage
+    entry with what the discovery covered; without it, unrecorded factors are listed as not
+    searched.
 
     ``subgroup_disparities`` (the subgroup ``disparities`` table) lets a gap be attributed to
     the intersection that carries it (see :func:`disparity_findings`). ``subgroups`` (the
@@ -465,9 +471,13 @@ def collect_findings(
         + trust_findings(quality)
         + data_findings(subgroup_warnings, data_summary)
         + (perf.findings if perf else [])
+        + slice_findings(slices)
     )
     coverage = check_coverage(
-        quality, data_summary, subgroup_warnings, performance=perf.coverage if perf else None
+        quality,
+        data_summary,
+        subgroup_warnings,
+        performance=(perf.coverage if perf else []) + slice_coverage(slices),
     )
     if not any(f["severity"] in ("high", "medium") for f in findings):
         findings.insert(
@@ -514,6 +524,78 @@ NOT_AUDITED = (
 )
 
 
+def slice_findings(slices: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One ``info`` finding per significant discovered slice: a hypothesis to review.
+
+    Slices are unnamed groups found in the model's own representation, so they are not
+    flagged like a recorded subgroup: the finding points at the evidence (typical images,
+    mean map, what stands out) for a person to name, record and audit.
+    """
+    if not slices or "members" not in slices:
+        return []
+    table = slices["table"]
+    out = []
+    for _, r in table[table["significant"].astype(bool)].iterrows():
+        k = int(r["slice"])
+        what = (slices.get("descriptions") or {}).get(str(k), "")
+        label = {"1": "positives", "0": "negatives"}.get(str(r.get("label")), "cases")
+        out.append(
+            {
+                "severity": "info",
+                "kind": "slice",
+                "title": f"Discovered slice {k}: {r['metric']} {r['value']:.2f} vs "
+                f"{r['rest_value']:.2f} for the rest",
+                "message": (
+                    f"Slice discovery found a group of {int(r['n'])} {label} that no recorded "
+                    f"attribute names, where {r['metric']} is {r['value']:.2f} vs "
+                    f"{r['rest_value']:.2f} for the rest (gap {r['gap']:+.2f}, 95% CI "
+                    f"{r['ci_low']:+.2f} to {r['ci_high']:+.2f}, Holm-adjusted p "
+                    f"{r['p_adjusted']:.3g}; measured on patients that played no part in "
+                    "finding it)."
+                    + (f" What stands out: {what}." if what else "")
+                    + " A hypothesis to review, not a verdict: look at its typical images "
+                    "and mean map in 'Discovered slices'; if they share something the model "
+                    "should not depend on, record it and audit it as a subgroup."
+                ),
+                "where": f"slice {k}",
+                "evidence": {
+                    c: (r[c].item() if hasattr(r[c], "item") else r[c])
+                    for c in ("slice", "n", "metric", "value", "rest_value", "gap")
+                    + ("ci_low", "ci_high", "p_adjusted", "label")
+                },
+            }
+        )
+    return out
+
+
+def slice_coverage(slices: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The "unrecorded factors" coverage entry when slice discovery ran or was skipped."""
+    if not slices:
+        return []
+    settings = slices.get("settings") or {}
+    if "members" not in slices:
+        return [
+            {
+                "check": "unrecorded factors",
+                "ran": False,
+                "detail": f"slice discovery {slices.get('status') or 'did not run'}; only "
+                "the recorded attributes were compared",
+            }
+        ]
+    n_sig = int(slices["table"]["significant"].astype(bool).sum())
+    return [
+        {
+            "check": "unrecorded factors",
+            "ran": True,
+            "detail": f"slice discovery on the model's embeddings ({settings.get('n_cases', '?')}"
+            f" images, {settings.get('n_components', '?')} mixture components): {n_sig} "
+            "significant slice(s), listed as info hypotheses; a failure that the embeddings "
+            f"do not separate, or with fewer than {settings.get('min_size', 30)} test "
+            "images, is not seen",
+        }
+    ]
+
+
 def coverage_finding(coverage: list[dict[str, Any]]) -> dict[str, Any]:
     """The info finding that lists what was checked and what was not."""
     return {
@@ -539,8 +621,9 @@ def check_coverage(
 
     "Nothing flagged" may only be said of what was actually checked, so every audit carries
     this list: one entry per check with ``check``, ``ran`` (bool) and ``detail`` (plain words).
-    ``performance`` (entries of :func:`~xai_audit.audit.performance_findings.performance_check`)
-    replaces the "absolute performance: not judged" entry.
+    ``performance`` (entries of :func:`~xai_audit.audit.performance_findings.performance_check`
+    and :func:`slice_coverage`) replaces the entries of :data:`NOT_AUDITED` of the same name
+    ("absolute performance: not judged", "unrecorded factors: not searched").
     """
     out: list[dict[str, Any]] = []
     attrs = list(data_summary.get("attributes") or [])

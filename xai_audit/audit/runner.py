@@ -769,6 +769,9 @@ class Audit:
 
         data_summary = self._data_summary(pred, tables, hashes["data_hash"])
         model_info = self._model_info(hashes["model_hash"])
+        # Before the findings: a significant slice is an info finding, and the coverage note
+        # says whether unrecorded factors were searched.
+        slice_discovery = self._slices(store, tables, pred, threshold, timings)
         findings = collect_findings(
             subgroups["flags"],
             subgroups["warnings"],
@@ -778,6 +781,7 @@ class Audit:
             subgroups.get("disparities"),
             subgroups=subgroups,
             performance_floor=self.performance_floor,
+            slices=slice_discovery,
         )
         settings = self.settings()
         config = self._config if self._config is not None else settings
@@ -809,7 +813,7 @@ class Audit:
             exemplars={"table": ex_table, **ex_arrays},
             mean_maps=means,
             methods=self._method_info(),
-            slice_discovery=self._slices(store, tables, pred, threshold, timings),
+            slice_discovery=slice_discovery,
             result_dir=self.output_dir,
         )
 
