@@ -206,6 +206,30 @@ def test_ray_run_equals_local_run(cluster, data, reference, tmp_path) -> None:
                     assert np.array_equal(a[key], b[key]), key
 
 
+def test_workers_read_images_by_url(cluster, data, reference, tmp_path) -> None:
+    """A manifest of file:// URLs (the form of s3:// and gs:// sources): each worker process
+    fetches its images through fsspec, and the result equals the local run on paths."""
+    table = pd.read_csv(data, dtype=str)
+    for col in ("image", "mask"):
+        table[col] = [f"file://{(data.parent / rel).resolve()}" for rel in table[col]]
+    table["label"] = table["label"].astype(int)
+    got = Audit(
+        tiny_model(),
+        load_manifest(table),
+        sensitive=SENSITIVE,
+        output_dir=tmp_path / "ray_urls",
+        backend="ray",
+        ray_workers=2,
+        **SETTINGS,
+    ).run()
+    assert got.provenance["batches"]["computed"] == 5
+    cols = ["case_id", "label", "score", "predicted"]
+    pd.testing.assert_frame_equal(got.predictions[cols], reference.predictions[cols])
+    for m in METHODS:
+        np.testing.assert_allclose(got.maps(m), reference.maps(m), rtol=0, atol=1e-3)
+    assert got.findings == reference.findings
+
+
 def test_killed_worker_batches_are_retried(cluster, data, reference, tmp_path) -> None:
     flag = tmp_path / "killed.flag"
     got = _run(kill_once_model(flag), data, tmp_path / "ray", backend="ray", ray_workers=2)

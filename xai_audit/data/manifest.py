@@ -20,6 +20,7 @@ import pandas as pd
 
 from .errors import ManifestError, describe_rows
 from .readers import not_regular_reason, read_image, read_mask
+from .remote import digest_url, is_url, join_url, url_name
 from .resize import check_image_size, fit_image
 from .validation import check_columns, file_problems, raise_problems, table_problems
 
@@ -154,7 +155,10 @@ class Manifest:
         self.attribute_cols: list[str] = list(attribute_cols)
         self.patient_col = patient_col
         self.mask_col = mask_col
-        self.image_root: Path | None = Path(image_root) if image_root is not None else None
+        # A URL root (s3://bucket/data) stays a string: Path would collapse its "//".
+        self.image_root: Path | str | None = (
+            None if image_root is None else image_root if is_url(image_root) else Path(image_root)
+        )
         self.binary_labels = binary_labels
         self.dicom_window = dicom_window
         self._store = store or SourceStore()
@@ -211,23 +215,28 @@ class Manifest:
             raise IndexError(f"Row {i} out of range for a manifest of {len(self)} rows.")
         return i % len(self)
 
-    def _resolve(self, source: object) -> Path:
+    def _resolve(self, source: object) -> Path | str:
         ref = _ref_index(source, REF_PREFIX)
         if ref is not None and self._store.paths is not None:
             return Path(self._store.paths[ref])
-        path = Path(str(source))
+        text = str(source)
+        if is_url(text):  # s3://, gs://, https://, file://: kept as a URL (Path would mangle //)
+            return text
+        path = Path(text)
         if not path.is_absolute() and self.image_root is not None:
-            path = self.image_root / path
+            if is_url(self.image_root):
+                return join_url(self.image_root, text)
+            return Path(self.image_root) / path
         return path
 
-    def image_path(self, i: int) -> Path | None:
-        """Resolved file path of row ``i``'s image, or None when it is held in memory."""
+    def image_path(self, i: int) -> Path | str | None:
+        """Resolved file path (or fsspec URL) of row ``i``'s image; None when held in memory."""
         source = self.table.at[self._check_index(i), self.image_col]
         if self._store.images is not None and _ref_index(source, MEMORY_PREFIX) is not None:
             return None
         return self._resolve(source)
 
-    def mask_path(self, i: int) -> Path | None:
+    def mask_path(self, i: int) -> Path | str | None:
         """Resolved file path of row ``i``'s mask; None without a mask or when in memory."""
         if not self.mask_col:
             return None
@@ -264,7 +273,8 @@ class Manifest:
             raise
         except Exception as exc:
             raise ManifestError(
-                f"Could not read the image of case {self.case_ids[i]!r} (row {i}, {path.name}): "
+                f"Could not read the image of case {self.case_ids[i]!r} (row {i}, "
+                f"{source_name(path)}): "
                 f"{type(exc).__name__}: {exc}. Run Manifest.validate(check_files='deep') to "
                 "find every unreadable file."
             ) from exc
@@ -306,7 +316,8 @@ class Manifest:
             raise
         except Exception as exc:
             raise ManifestError(
-                f"Could not read the mask of case {self.case_ids[i]!r} (row {i}, {path.name}): "
+                f"Could not read the mask of case {self.case_ids[i]!r} (row {i}, "
+                f"{source_name(path)}): "
                 f"{type(exc).__name__}: {exc}."
             ) from exc
 
@@ -469,7 +480,16 @@ class Manifest:
         return h.hexdigest()
 
 
-def _file_digest(path: Path) -> bytes:
+def source_name(path: Path | str) -> str:
+    """The file name of a path or URL, for messages."""
+    return url_name(str(path)) if is_url(path) else Path(path).name
+
+
+def _file_digest(path: Path | str) -> bytes:
+    if is_url(path):
+        h = hashlib.sha256()
+        digest_url(str(path), h)
+        return h.digest()
     reason = not_regular_reason(path)
     if reason is not None:  # reading /dev/zero or a FIFO would never end
         raise ManifestError(

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .remote import is_url, local_copy, url_problem
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "MASK_SUFFIXES",
@@ -74,6 +76,8 @@ def not_regular_reason(path: str | Path) -> str | None:
     ``"a socket"`` or ``"not a regular file"``. Devices (``/dev/zero``), FIFOs and sockets
     are refused before any reader opens them: opening or reading them can block or never end.
     """
+    if is_url(path):
+        return url_problem(str(path))
     path = Path(path)
     return None if path.is_file() else _source_kind(path)
 
@@ -316,6 +320,9 @@ def read_image(path: str | Path, *, dicom_window: object = "auto") -> np.ndarray
     ImportError
         For NIfTI files when nibabel is not installed.
     """
+    if is_url(path):  # s3://, gs://, https://, file://: a local copy, read as a file
+        with local_copy(str(path)) as local:
+            return read_image(local, dicom_window=dicom_window)
     path = Path(path)
     _require_regular_file(path)
     kind = _kind(path)
@@ -339,6 +346,9 @@ def image_shape(path: str | Path) -> tuple[int, ...]:
     tuple of int
         ``(C, H, W)`` or ``(C, D, H, W)``.
     """
+    if is_url(path):
+        with local_copy(str(path)) as local:
+            return image_shape(local)
     path = Path(path)
     _require_regular_file(path)
     kind = _kind(path)
@@ -379,6 +389,9 @@ def read_mask(path: str | Path) -> np.ndarray:
     np.ndarray
         ``uint8`` of 0/1, ``H x W`` (or ``D x H x W`` for volumes).
     """
+    if is_url(path):
+        with local_copy(str(path)) as local:
+            return read_mask(local)
     path = Path(path)
     _require_regular_file(path)
     kind = _kind(path)
@@ -405,6 +418,9 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 def mask_shape(path: str | Path) -> tuple[int, ...]:
     """Spatial shape :func:`read_mask` would return, read from the file header only."""
+    if is_url(path):
+        with local_copy(str(path)) as local:
+            return mask_shape(local)
     path = Path(path)
     _require_regular_file(path)
     kind = _kind(path)
