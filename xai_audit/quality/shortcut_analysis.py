@@ -23,6 +23,7 @@ from .shortcut import detect_shortcuts
 from .shortcut_causal import MIN_SCORE_CHANGE, confirm_region
 from .shortcut_discovery import (
     MAX_AREA,
+    MIN_RATIO,
     describe_box,
     discover_regions,
     patches_to_box,
@@ -88,7 +89,7 @@ def analyse_shortcuts(
     class_names: Sequence[str] | None = None,
     alpha: float = 0.05,
     min_effect: float = 0.05,
-    min_ratio: float = 4.0,
+    min_ratio: float = MIN_RATIO,
     max_area: float = MAX_AREA,
     min_group_size: int = 10,
     min_change: float = MIN_SCORE_CHANGE,
