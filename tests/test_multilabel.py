@@ -339,3 +339,49 @@ def test_label_selector_switches_the_dashboard(ml_result):
     sel.selector.value = "effusion"
     assert sel.view.state.base_threshold == pytest.approx(thr["effusion"])
     assert sel.children[1] is sel.view
+
+
+def _with_split(man, val_rows):
+    """The manifest with a 'split' column: 'val' on ``val_rows``, 'test' elsewhere."""
+    table = man.table.copy()
+    table["split"] = np.where(np.isin(np.arange(len(table)), val_rows), "val", "test")
+    return type(man)(
+        table,
+        id_col=man.id_col,
+        image_col=man.image_col,
+        label_cols=man.label_cols,
+        attribute_cols=man.attribute_cols,
+        store=man._store,
+    )
+
+
+def test_threshold_from_a_validation_split_chooses_one_threshold_per_label(tmp_path):
+    from xai_audit.fairness.threshold import choose_threshold
+
+    man = _data(n=400, seed=3)
+    val = np.arange(0, 400, 4)  # every fourth image
+    res = _audit(
+        _with_split(man, val),
+        tmp_path / "split",
+        explain_labels=["lesion"],
+        threshold_from={"split_column": "split", "split": "val", "rule": "youden"},
+    ).run(progress=False)
+    assert len(res.predictions) == 300  # the validation rows are not audited
+    scores = _model().predict_proba(man.load_images(val))
+    for k, label in enumerate(NAMES):
+        t = res.subgroups["thresholds"][label]
+        assert t["source"]["kind"] == "validation_split" and t["source"]["n_validation"] == 100
+        y = man.labels[val, k].astype(int)
+        assert t["value"] == pytest.approx(choose_threshold(y, scores[:, k], "youden").value)
+
+
+def test_threshold_from_a_split_with_one_class_for_a_label_is_explained(tmp_path):
+    man = _data(n=200, seed=4)
+    table = man.table.copy()
+    val = np.flatnonzero(table["nodule"].to_numpy() == 0)[:40]  # nodule-negative rows only
+    with pytest.raises(ConfigError, match="one class only for label 'nodule'"):
+        _audit(
+            _with_split(man, val),
+            tmp_path / "bad",
+            threshold_from={"split_column": "split", "split": "val", "rule": "youden"},
+        )

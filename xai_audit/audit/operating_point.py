@@ -117,12 +117,18 @@ def split_rows(data: Any, spec: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarr
             f"threshold_from: no row has {col} == {spec['split']!r}; values found: {seen}"
         )
     else:
-        labels = data.label[val]
-        if np.unique(labels).size < 2:
-            problems.append(
-                f"threshold_from: the {spec['split']!r} rows ({len(val)}) hold one class only; "
-                "a threshold rule needs positive and negative cases"
-            )
+        # One threshold per label column (a multi-label audit chooses one for each).
+        cols = list(getattr(data, "label_cols", []) or [])
+        table = data.table.iloc[val]
+        for c in cols or [None]:
+            y = data.label[val] if c is None else table[c].to_numpy(np.float64)
+            y = y[~np.isnan(y)]
+            if np.unique(y).size < 2:
+                which = f" for label {c!r}" if c is not None and len(cols) > 1 else ""
+                problems.append(
+                    f"threshold_from: the {spec['split']!r} rows ({len(val)}) hold one class "
+                    f"only{which}; a threshold rule needs positive and negative cases"
+                )
     if len(audited) == 0:
         problems.append(
             f"threshold_from: every row has {col} == {spec['split']!r}; nothing is left to audit"
