@@ -483,3 +483,93 @@ def test_searched_summary_says_what_was_and_was_not_searched():
     assert "rare=yes (3 positive predictions)" in text
     assert "rare=no (40 positive predictions; 3 in the rest)" in text
     assert "ig: shortcut analysis skipped (x)." in text
+
+
+# ------------------------------------------------------------------ weak attribution evidence
+def _faint_token_maps(seed: int, amp: float):
+    """Site C's positive maps get a faint token (the lesion blob dominates them)."""
+    maps, attrs, pred = _maps(seed=seed)
+    x0, y0, x1, y1 = SPOTS["interior"][0]
+    rng = np.random.default_rng(seed)
+    hit = (attrs["site"].to_numpy() == "C") & (pred == 1) & (rng.random(len(pred)) < 0.8)
+    maps[hit, y0:y1, x0:x1] += amp
+    return maps, attrs, pred
+
+
+def _only_candidate(maps, attrs, pred, images, score) -> dict:
+    """analyse_shortcuts in auto mode on these maps and images; its one candidate."""
+    (cand,) = analyse_shortcuts(
+        region="auto",
+        attributes=attrs,
+        predicted=pred,
+        image_shape=(SIZE, SIZE),
+        grids=attribution_grid(maps),
+        load_images=lambda rows: images[rows],
+        score=score,
+        threshold=0.5,
+        sample_size=32,
+        n_boot=300,
+    )["candidates"]
+    return cand
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_token_the_lesion_dominates_is_a_weak_candidate(seed):
+    spot = SPOTS["interior"][0]
+    maps, attrs, pred = _faint_token_maps(seed, amp=0.5)
+    grids = attribution_grid(maps)
+    res = discover_regions(grids, attrs, pred, (SIZE, SIZE))
+    (row,) = res.candidates.to_dict("records")
+    assert (row["group"], row["evidence"]) == ("C", "weak")
+    assert 2 <= row["ratio"] < 4 and [row[k] for k in ("x0", "y0", "x1", "y1")] == list(spot)
+    one_tier = discover_regions(grids, attrs, pred, (SIZE, SIZE), weak_ratio=None)
+    assert one_tier.candidates.empty  # below the 4x floor: not a candidate at all
+    strong = discover_regions(attribution_grid(_faint_token_maps(seed, 1.2)[0]), attrs, pred,
+                              (SIZE, SIZE))  # fmt: skip
+    assert strong.candidates["evidence"].tolist() == ["strong"]
+
+
+def test_a_weak_candidate_needs_a_strong_paste_to_be_confirmed():
+    # The model reads the token's place; site C's positives carry the token at an intensity
+    # that moves the score by about +0.1 when pasted (softmax of [-z, z] is sigmoid(2z):
+    # 0.5 + logit(0.1) / 40 = 0.445) or by +1.0.
+    x0, y0, x1, y1 = SPOTS["interior"][0]
+    reader = _score(PatchReader(slice(y0, y1), slice(x0, x1)))
+    out = {}
+    for amp, level in ((0.5, 0.445), (1.2, 0.445), (0.5, 1.0)):
+        maps, attrs, pred = _faint_token_maps(1, amp)
+        site_c = (attrs["site"] == "C").to_numpy() & (pred == 1)
+        images = _images(len(pred), False, 5)
+        images[site_c, 0, y0:y1, x0:x1] = level
+        out[amp, level] = _only_candidate(maps, attrs, pred, images, reader)
+    weak_small, strong_small, weak_large = out[0.5, 0.445], out[1.2, 0.445], out[0.5, 1.0]
+    assert weak_small["evidence"] == "weak" and strong_small["evidence"] == "strong"
+    paste = weak_small["causal"]["paste_region"]["mean_change"]
+    assert 0.06 < paste < 0.14  # enough for strong attribution evidence, not for weak
+    assert strong_small["confirmed"] and not weak_small["confirmed"]
+    assert weak_small["causal"]["confirmed_by"] == [] and "weak attribution" in weak_small[
+        "causal"]["rule"]  # fmt: skip
+    assert weak_large["confirmed"] and weak_large["causal"]["confirmed_by"] == ["paste"]
+    assert "weak attribution evidence" in weak_large["message"]
+
+
+def test_a_weak_candidate_whose_content_is_everywhere_is_not_confirmed():
+    # The model reads mean brightness; site C's positive images are bright all over (their
+    # maps still show the faint token). Pasting the candidate region from them raises scores,
+    # and more than from their negatives or other groups' positives (the label difference in
+    # differences), but a random other place of the same images does just as much: with
+    # strong attribution evidence the paste tests confirm it, with weak evidence the region
+    # must carry more than the rest of its images.
+    out = {}
+    for amp in (0.5, 1.2):
+        maps, attrs, pred = _faint_token_maps(1, amp)
+        site_c = (attrs["site"] == "C").to_numpy() & (pred == 1)
+        images = _images(len(pred), False, 5) + 0.1
+        images[site_c] = 1.0
+        out[amp] = _only_candidate(maps, attrs, pred, images, _score(MeanReader()))
+    weak, strong = out[0.5], out[1.2]
+    assert weak["evidence"] == "weak" and strong["evidence"] == "strong"
+    excess = weak["causal"]["excess"]
+    assert excess["paste_label_difference_in_differences"]["ci_low"] > 0.1  # a real effect ...
+    assert excess["paste_vs_elsewhere"]["ci_low"] <= 0  # ... of content found everywhere
+    assert strong["confirmed"] and not weak["confirmed"]
