@@ -573,3 +573,23 @@ def test_a_weak_candidate_whose_content_is_everywhere_is_not_confirmed():
     assert excess["paste_label_difference_in_differences"]["ci_low"] > 0.1  # a real effect ...
     assert excess["paste_vs_elsewhere"]["ci_low"] <= 0  # ... of content found everywhere
     assert strong["confirmed"] and not weak["confirmed"]
+
+
+def test_a_weak_candidate_carried_by_a_minority_of_images_is_not_confirmed():
+    # Like lesions that happen to cluster in the region in one group's sample: a third of
+    # site C's positive images carry content the model reads there. The mean paste effect is
+    # large, the typical (median) donor carries none: not a token in nearly every image.
+    x0, y0, x1, y1 = SPOTS["interior"][0]
+    reader = _score(PatchReader(slice(y0, y1), slice(x0, x1)))
+    out = {}
+    for amp in (0.5, 1.2):
+        maps, attrs, pred = _faint_token_maps(1, amp)
+        site_c = np.flatnonzero((attrs["site"] == "C").to_numpy() & (pred == 1))
+        images = _images(len(pred), False, 5)
+        images[site_c[::3], 0, y0:y1, x0:x1] = 1.0
+        out[amp] = _only_candidate(maps, attrs, pred, images, reader)
+    weak, strong = out[0.5], out[1.2]
+    excess = weak["causal"]["excess"]
+    assert excess["paste_vs_other_groups"]["mean"] > 0.2
+    assert excess["paste_median_vs_other_groups"]["mean"] < 0.05
+    assert strong["confirmed"] and not weak["confirmed"]

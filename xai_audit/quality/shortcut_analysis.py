@@ -11,6 +11,7 @@ not be.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from .shortcut_causal import MIN_SCORE_CHANGE, confirm_region
 from .shortcut_discovery import (
     MAX_AREA,
     MIN_RATIO,
+    WEAK_RATIO,
     describe_box,
     discover_regions,
     patches_to_box,
@@ -32,6 +34,12 @@ from .shortcut_discovery import (
 
 #: Images per edit sample (flagged group, other groups' negatives, other groups' positives).
 CAUSAL_SAMPLE = 64
+#: A candidate with weak attribution evidence (below MIN_RATIO, see WEAK_RATIO) is confirmed
+#: only by a paste whose score change and label difference in differences both reach this
+#: (three times the usual 0.05): weaker evidence on one side needs stronger on the other. In
+#: the findings benchmark (discovery at 2x) the three false candidates that a plain paste rule
+#: confirmed had label differences in differences of 0.06-0.14, the sub-4x tokens 0.18-0.46.
+WEAK_MIN_CHANGE = 0.15
 #: Exemplar thumbnails of the flagged group kept per candidate (for the report).
 N_EXEMPLARS = 4
 
@@ -90,6 +98,7 @@ def analyse_shortcuts(
     alpha: float = 0.05,
     min_effect: float = 0.05,
     min_ratio: float = MIN_RATIO,
+    weak_ratio: float | None = WEAK_RATIO,
     max_area: float = MAX_AREA,
     min_group_size: int = 10,
     min_change: float = MIN_SCORE_CHANGE,
@@ -153,6 +162,7 @@ def analyse_shortcuts(
             alpha=alpha,
             min_effect=min_effect,
             min_ratio=min_ratio,
+            weak_ratio=weak_ratio,
             max_area=max_area,
             min_group_size=min_group_size,
             intersections=intersections,
@@ -179,6 +189,7 @@ def analyse_shortcuts(
                     "ratio": float(r["ratio"]),
                     "p_value": float(r["p_value"]),
                     "n": int(r["n"]),
+                    "evidence": str(r["evidence"]) or "strong",
                 }
             )
     else:
@@ -246,14 +257,18 @@ def analyse_shortcuts(
                     else float("inf"),
                     "p_value": float(r["p_holm"]),
                     "n": int(r["n"]),
+                    "evidence": "strong",
                 }
             )
     out["params"].update(
         {"min_change": min_change, "causal_sample": sample_size, "region": _region_param(region)}
     )
     flags, notes = [], []
-    rng = np.random.default_rng(seed)
     for c in cands:
+        # Each candidate draws its edit samples from its own stream (seed and group): its
+        # verdict must not depend on which other candidates were found before it.
+        key = zlib.crc32(f"{c['attribute']}={c['group']}".encode())
+        rng = np.random.default_rng(np.random.SeedSequence([seed, key]))
         in_group = _labels(attributes, c["attribute"]) == c["group"]
         c["where"] = _where(c["attribute"], c["group"])
         c["location"] = describe_box(c["box"], image_shape)
@@ -281,15 +296,27 @@ def analyse_shortcuts(
             else:
                 pmask = None
                 variants = (
-                    _dilations(c["patches"], image_shape, dilations)
+                    # A grown edit must stay focal like the region itself (<= max_area): in
+                    # the findings benchmark a region grown by 2 patches to 30 % of the image
+                    # took in enough lung for its lesion content to pass the paste tests.
+                    [
+                        (d, m)
+                        for d, m in _dilations(c["patches"], image_shape, dilations)
+                        if d == 0 or _focal_area(m) <= max_area
+                    ]
                     if "patches" in c
                     else [(0, c["mask"])]
                 )
-            # Several edit regions are tried (the region and its dilations): each is tested at
-            # a Bonferroni-adjusted level, so that the candidate's false confirmation rate
-            # stays at 1 - ci.
-            level = 1.0 - (1.0 - ci) / len(variants)
+            # Several edit regions are tried (the region and its dilations) for each of the
+            # candidates: each test is at a Bonferroni-adjusted level, so that the chance of
+            # any false confirmation among this method's candidates stays at 1 - ci (an audit
+            # with more candidates, e.g. from the weak tier, must not confirm more by chance;
+            # in the findings benchmark a borderline candidate was confirmed or not depending
+            # only on which sample it drew).
+            level = 1.0 - (1.0 - ci) / (len(variants) * len(cands))
+            weak = c.get("evidence") == "weak"
             cr = first = None
+            ok = False
             c["tried"] = []
             for d, gmask in variants:
                 cr = confirm_region(
@@ -301,28 +328,38 @@ def analyse_shortcuts(
                     peer_images=xp,
                     peer_masks=pmask,
                     group_negatives=xn,
-                    min_change=min_change,
+                    min_change=max(min_change, WEAK_MIN_CHANGE) if weak else min_change,
                     ci=level,
                     n_boot=n_boot,
                     random_state=seed,
                 )
-                c["tried"].append(
-                    {"dilation": int(d), "confirmed": cr.confirmed, **cr.to_dict()["excess"]}
-                )
+                ok = cr.confirmed and (not weak or _strong_paste(cr, gmask, max_area))
+                c["tried"].append({"dilation": int(d), "confirmed": ok, **cr.to_dict()["excess"]})
                 first = first or cr
-                if cr.confirmed:
+                if ok:
                     break
-            if not cr.confirmed:  # report the region as found; "tried" lists the others
+            if not ok:  # report the region as found; "tried" lists the others
                 cr, d = first, 0
             c["dilation"] = d
             if d:
                 c["edit_box"] = patches_to_box(
                     ndimage.binary_dilation(c["patches"], iterations=d), image_shape
                 )
-            c["confirmed"] = cr.confirmed
-            c["status"] = "confirmed" if cr.confirmed else "not confirmed"
+            c["confirmed"] = ok
+            c["status"] = "confirmed" if ok else "not confirmed"
             c["confirmation"] = cr.table
             c["causal"] = cr.to_dict()
+            if weak:  # what confirmed it under the weak-evidence rule (a paste only)
+                c["causal"]["confirmed"] = ok
+                c["causal"]["confirmed_by"] = ["paste"] if ok else []
+                c["causal"]["rule"] = (
+                    f"weak attribution evidence (ratio below {min_ratio:g}x): confirmed only by "
+                    f"a paste that raises scores by >= {max(min_change, WEAK_MIN_CHANGE):g} "
+                    "with a label difference in differences >= the same, more than a paste "
+                    "from a random other place of the same images, with a median paired excess "
+                    f"over other groups' positives >= {MIN_SCORE_CHANGE:g}, on an edit box of "
+                    f"<= {max_area:.0%} of the image"
+                )
             c["causal_params"] = dict(cr.params)
             k = min(N_EXEMPLARS, len(xg))
             c["exemplars"] = _thumbs(xg[:k], thumbnail_size)
@@ -370,6 +407,39 @@ def _signed(v: Any) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:+.2f}"
 
 
+def _strong_paste(cr: Any, mask: np.ndarray, max_area: float) -> bool:
+    """The stricter confirmation of a candidate with weak attribution evidence.
+
+    Only a paste confirms (an erasure acts on other images than its controls and is the
+    weaker test); it must also beat a paste from a random other place of the same images
+    onto the same recipients (CI above 0: the region carries more of what raises scores than
+    the rest of its images, as a token does and lesion-bearing lung does not), and the edited
+    box must stay focal; and the typical (median) donor must carry the effect, as a token in
+    nearly every group image does. In the findings benchmark (discovery at 2x, one tier) the false
+    confirmations were pastes of large lung boxes (up to 30 % of the image once grown) from a
+    control or a blurred site, which a random place matched or beat (-0.06 to -0.25), while
+    the sub-4x tokens beat it by +0.33 to +0.71.
+    """
+    beats_elsewhere = (cr.excess.get("paste_vs_elsewhere") or {}).get("ci_low", -1.0) > 0
+    typical = (cr.excess.get("paste_median_vs_other_groups") or {}).get("mean", 0.0)
+    area = _focal_area(mask) if mask is not None else 1.0
+    return (
+        "paste" in cr.confirmed_by
+        and beats_elsewhere
+        and typical >= MIN_SCORE_CHANGE
+        and area <= max_area
+    )
+
+
+def _focal_area(mask: np.ndarray) -> float:
+    """Share of the image covered by a 2D mask's bounding box (the discovery's area rule)."""
+    m = np.asarray(mask, bool)
+    if m.ndim != 2 or not m.any():
+        return float(m.mean()) if m.size else 0.0
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    return float((rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)) / m.size
+
+
 def _message(c: dict[str, Any]) -> str:
     """One plain-language sentence: where, who, how much attribution, how much it moves."""
     x0, y0, x1, y1 = c["box"]
@@ -413,6 +483,9 @@ def _message(c: dict[str, Any]) -> str:
             f"{_pct(r.get('flip_share'))} of decisions (CI {_pct(r.get('flip_ci_low'))}-"
             f"{_pct(r.get('flip_ci_high'))}; {controls})"
         )
+    if c.get("evidence") == "weak":
+        rule = (c.get("causal") or {}).get("rule", "")
+        parts.append(f"{rule} (the lesion can dominate the maps of a token's images)")
     if c["confirmed"]:
         return head + "; " + "; ".join(parts) + ": possible shortcut."
     return (

@@ -66,6 +66,11 @@ MAX_AREA = 0.25
 #: only patches at >= 2x on their own left cores whose excess fell below the 5-point floor for
 #: the true token too (3.4 %, vs 4.5-4.6 % for two of the false ones). So 4x stays.
 MIN_RATIO = 4.0
+#: Second tier: a region whose core cannot reach MIN_RATIO but reaches this is still a
+#: candidate, marked ``evidence="weak"``; its confirmation must then come from a paste whose
+#: label difference in differences is at least WEAK_MIN_CHANGE (see shortcut_analysis). Interior
+#: tokens that the lesion dominates in the maps sit at 2-3x.
+WEAK_RATIO = 2.0
 
 
 # ------------------------------------------------------------------------------ grid
@@ -217,6 +222,7 @@ def discover_regions(
     alpha: float = 0.05,
     min_effect: float = 0.05,
     min_ratio: float = MIN_RATIO,
+    weak_ratio: float | None = WEAK_RATIO,
     patch_ratio: float = 1.5,
     max_area: float = MAX_AREA,
     min_group_size: int = 10,
@@ -249,6 +255,11 @@ def discover_regions(
         the images whose lesions the model finds, e.g. at a site with lower contrast) stays
         lower (at most 2.6 on the demo's control data over 4 seeds), although editing it
         moves scores just as a token would.
+    weak_ratio : float or None, default 2
+        Second tier: a group whose regions cannot reach ``min_ratio`` is still a candidate
+        when a core reaches this ratio (and the other floors); the table marks it
+        ``evidence="weak"`` (``"strong"`` otherwise), and :func:`~.shortcut_analysis.
+        analyse_shortcuts` then demands a strong paste effect to confirm it. None: one tier.
     patch_ratio : float, default 1.5
         The same floor per patch, before patches are joined into regions.
     max_area : float, default 0.25
@@ -319,21 +330,18 @@ def discover_regions(
             "ratio": np.nan,
             "p_value": np.nan,
             "candidate": False,
+            "evidence": "",
             "reason": "no patch with a significant excess" if not sig[i].any() else "",
         }
         if sig[i].any():
             labels, k = ndimage.label(sig[i].reshape(gh, gw), structure=np.ones((3, 3), int))
-            comps = []
-            for lab in range(1, k + 1):
-                comp = _core(flat, inside, rest, labels.ravel() == lab, ratio[i], min_ratio)
-                share = flat[:, comp].sum(axis=1)
-                mi, mr = share[inside].mean(), share[rest].mean()
-                ok = (
-                    mi - mr >= min_effect
-                    and (mr == 0 or mi / mr >= min_ratio)
-                    and max(comp.mean(), _box_area(comp.reshape(gh, gw))) <= max_area
-                )
-                comps.append((ok, mi - mr, comp, mi, mr, share))
+            found = labels.ravel(), k, ratio[i], min_effect, max_area, (gh, gw)
+            comps = _region_cores(flat, inside, rest, *found, min_ratio)
+            floor, evidence = min_ratio, "strong"
+            if weak_ratio is not None and weak_ratio < min_ratio and not any(c[0] for c in comps):
+                weak = _region_cores(flat, inside, rest, *found, weak_ratio)
+                if any(c[0] for c in weak):
+                    comps, floor, evidence = weak, weak_ratio, "weak"
             # The strongest region that passes the floors, else the strongest (for the table).
             _, eff, comp, mi, mr, share = max(comps, key=lambda c: (c[0], c[1]))
             patches = comp.reshape(gh, gw)
@@ -356,10 +364,10 @@ def discover_regions(
                     "p_value": mann_whitney_greater(share[inside], share[rest]),
                 }
             )
-            if eff < min_effect or r < min_ratio:
+            if eff < min_effect or r < floor:
                 row["reason"] = (
                     f"excess below the floors ({eff:.1%} of attribution, ratio {r:.2g}; "
-                    f"needs {min_effect:.0%} and {min_ratio:g}x)"
+                    f"needs {min_effect:.0%} and {floor:g}x)"
                 )
             elif max(area, spread) > max_area:
                 row["reason"] = (
@@ -368,6 +376,7 @@ def discover_regions(
                 )
             else:
                 row["candidate"] = True
+                row["evidence"] = evidence
                 regions[key] = patches
         rows.append(row)
     columns_out = [
@@ -389,6 +398,7 @@ def discover_regions(
         "ratio",
         "p_value",
         "candidate",
+        "evidence",
         "reason",
     ]
     table = pd.DataFrame(rows, columns=columns_out)
@@ -408,14 +418,20 @@ def discover_regions(
         f"{', '.join(names)} with >= {min_group_size} of them, each against the other positive "
         f"predictions (one-sided Mann-Whitney U per patch, Holm over {int(np.isfinite(p).sum())} "
         f"tests = {len(tested)} groups x {gh * gw} patches; a region needs >= {min_effect:.0%} "
-        f"more attribution share and >= {min_ratio:g}x the rest's, on <= {max_area:.0%} of "
-        "the image)"
+        f"more attribution share and >= {min_ratio:g}x the rest's"
+        + (
+            f" (or >= {weak_ratio:g}x, then confirmed only by a strong paste effect)"
+            if weak_ratio is not None and weak_ratio < min_ratio
+            else ""
+        )
+        + f", on <= {max_area:.0%} of the image)"
     )
     params = {
         "positive_class": positive_class,
         "alpha": alpha,
         "min_effect": min_effect,
         "min_ratio": min_ratio,
+        "weak_ratio": weak_ratio,
         "patch_ratio": patch_ratio,
         "max_area": max_area,
         "min_group_size": min_group_size,
@@ -428,6 +444,34 @@ def discover_regions(
         "Holm-corrected over patches x groups",
     }
     return DiscoveryResult(table, regions, searched, not_searched, params)
+
+
+def _region_cores(
+    flat: np.ndarray,
+    inside: np.ndarray,
+    rest: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    patch_ratio: np.ndarray,
+    min_effect: float,
+    max_area: float,
+    grid: tuple[int, int],
+    floor: float,
+) -> list[tuple]:
+    """For each of the ``k`` labelled regions: (passes the floors, excess, core, group mean,
+    rest mean, per-image share) with its core cut at ratio ``floor``."""
+    out = []
+    for lab in range(1, k + 1):
+        comp = _core(flat, inside, rest, labels == lab, patch_ratio, floor)
+        share = flat[:, comp].sum(axis=1)
+        mi, mr = share[inside].mean(), share[rest].mean()
+        ok = (
+            mi - mr >= min_effect
+            and (mr == 0 or mi / mr >= floor)
+            and max(comp.mean(), _box_area(comp.reshape(grid))) <= max_area
+        )
+        out.append((ok, mi - mr, comp, mi, mr, share))
+    return out
 
 
 def _box_area(patches: np.ndarray) -> float:
