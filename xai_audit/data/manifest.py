@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import ManifestError, describe_rows
 from .readers import not_regular_reason, read_image, read_mask
-from .remote import digest_url, is_url, join_url, url_name
+from .remote import digest_url, is_url, join_url, source_name
 from .resize import check_image_size, fit_image
 from .validation import check_columns, file_problems, raise_problems, table_problems
 
@@ -478,11 +478,6 @@ class Manifest:
                     if path is not None:
                         h.update(_file_digest(path))
         return h.hexdigest()
-
-
-def source_name(path: Path | str) -> str:
-    """The file name of a path or URL, for messages."""
-    return url_name(str(path)) if is_url(path) else Path(path).name
 
 
 def _file_digest(path: Path | str) -> bytes:

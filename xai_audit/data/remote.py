@@ -30,6 +30,11 @@ def url_name(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
+def source_name(source: object) -> str:
+    """The file name of a path or URL, for messages (``scan.png``)."""
+    return url_name(str(source)) if is_url(source) else Path(str(source)).name
+
+
 def join_url(root: str, relative: str) -> str:
     """``root/relative`` for a URL root (a manifest's ``image_root`` on object storage)."""
     return root.rstrip("/") + "/" + relative.lstrip("/")

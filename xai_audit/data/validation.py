@@ -17,7 +17,7 @@ import pandas as pd
 
 from .errors import ManifestError, describe_rows
 from .readers import image_shape, mask_shape, not_regular_reason, read_image, read_mask
-from .remote import is_url, url_name
+from .remote import source_name
 from .resize import fitted_shape
 
 if TYPE_CHECKING:
@@ -176,10 +176,6 @@ def _exc_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _name(path: Path | str) -> str:
-    return url_name(str(path)) if is_url(path) else Path(path).name
-
-
 def file_problems(manifest: Manifest, *, deep: bool = False) -> list[str]:
     """Check that every image (and mask) file exists, opens and has a consistent shape.
 
@@ -230,7 +226,7 @@ def file_problems(manifest: Manifest, *, deep: bool = False) -> list[str]:
             raise
         except Exception as exc:  # the reader's own error tells what is corrupt
             unreadable.append(ids[i])
-            first_error = first_error or f"{_name(path)}: {_exc_text(exc)}"
+            first_error = first_error or f"{source_name(path)}: {_exc_text(exc)}"
             continue
         shapes[i] = tuple(shape)
         # With image_size set, images are brought to one size when loaded (masks too).
@@ -253,7 +249,7 @@ def file_problems(manifest: Manifest, *, deep: bool = False) -> list[str]:
             raise
         except Exception as exc:
             mask_unreadable.append(ids[i])
-            mask_error = mask_error or f"{_name(mpath)}: {_exc_text(exc)}"
+            mask_error = mask_error or f"{source_name(mpath)}: {_exc_text(exc)}"
             continue
         if tuple(mshape) != shapes[i][1:]:
             mask_mismatch.append(ids[i])
