@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from xai_audit.audit.findings import shortcut_findings
 from xai_audit.quality import (
@@ -23,7 +23,7 @@ from xai_audit.quality import (
     discover_regions,
     region_mask,
 )
-from xai_audit.quality.shortcut_discovery import describe_box, patches_to_box
+from xai_audit.quality.shortcut_discovery import describe_box, off_peak_excess, patches_to_box
 
 SIZE = 64
 SPOTS = {  # (x0, y0, x1, y1) of the injected token, and the words for where it is
@@ -593,3 +593,57 @@ def test_a_weak_candidate_carried_by_a_minority_of_images_is_not_confirmed():
     assert excess["paste_vs_other_groups"]["mean"] > 0.2
     assert excess["paste_median_vs_other_groups"]["mean"] < 0.05
     assert strong["confirmed"] and not weak["confirmed"]
+
+
+def _clustered_lesion_maps(seed: int, share: float):
+    """No token: in ``share`` of site C's positive predictions the lesion blob (their map's
+    peak) moves into the interior spot, as findings that cluster there in one group's sample."""
+    maps, attrs, pred = _maps(seed=seed)
+    x0, y0, x1, y1 = SPOTS["interior"][0]
+    rng = np.random.default_rng(seed)
+    site_c = np.flatnonzero((attrs["site"].to_numpy() == "C") & (pred == 1))
+    moved = site_c[rng.random(len(site_c)) < share]
+    cy = (y0 + y1) / 2 + rng.uniform(-3, 3, len(moved))[:, None, None]
+    cx = (x0 + x1) / 2 + rng.uniform(-3, 3, len(moved))[:, None, None]
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    maps[moved] = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 6.0**2))
+    maps[moved] += 0.02 * rng.random((len(moved), SIZE, SIZE))
+    return maps, attrs, pred
+
+
+@pytest.mark.parametrize("seed,evidence", [(1, "weak"), (4, "weak"), (3, "strong")])
+def test_findings_clustered_in_one_place_are_not_a_candidate(seed, evidence):
+    # Half of site C's positive maps peak in the spot: the group's mean share there reaches
+    # 2.5-4x the rest's, but images whose peak lies elsewhere hold no excess there.
+    maps, attrs, pred = _clustered_lesion_maps(seed, 0.5)
+    res = discover_regions(attribution_grid(maps), attrs, pred, (SIZE, SIZE))
+    assert res.candidates.empty, res.table.to_string()
+    row = res.table[res.table["group"] == "C"].iloc[0]
+    assert row["evidence"] == evidence and row["ratio"] >= 2
+    assert row["off_peak_n"] >= 10 and row["off_peak_ratio"] < 1.5
+    assert "does not persist off the images' peaks" in row["reason"]
+    # The same group with a faint token on 80 % of its positive maps instead: it persists.
+    token = discover_regions(attribution_grid(_faint_token_maps(seed, 0.5)[0]), attrs, pred,
+                             (SIZE, SIZE)).candidates  # fmt: skip
+    assert token["group"].tolist() == ["C"]
+    assert token["off_peak_ratio"].iloc[0] > 3 and token["off_peak_p"].iloc[0] < 1e-6
+
+
+def test_off_peak_excess_by_hand():
+    # A 6 x 6 grid; the region is the top-left patch, grown by two patches for the peak test
+    # (rows and columns 0-2).
+    flat = np.zeros((8, 36))
+    patches = np.zeros((6, 6), bool)
+    patches[0, 0] = True
+    flat[:, 35] = 0.6  # every image peaks at the far corner, outside the grown region
+    flat[:4, 0] = [0.3, 0.35, 0.4, 0.25]  # the group
+    flat[4:, 0] = [0.1, 0.05, 0.1, 0.15]  # the rest
+    flat[:, 14] = 1 - flat[:, 0] - flat[:, 35]  # patch (2, 2): inside the grown region
+    inside = np.arange(8) < 4
+    n_in, n_rest, ratio, p = off_peak_excess(flat, inside, ~inside, patches)
+    assert (n_in, n_rest) == (4, 4)
+    assert ratio == pytest.approx(1.3 / 0.4)
+    assert p == pytest.approx(stats.mannwhitneyu(flat[:4, 0], flat[4:, 0],
+                                                 alternative="greater").pvalue)  # fmt: skip
+    flat[0, 14] = 0.9  # image 0 now peaks in the grown region: left out
+    assert off_peak_excess(flat, inside, ~inside, patches)[:2] == (3, 4)

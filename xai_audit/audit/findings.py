@@ -217,6 +217,8 @@ def shortcut_findings(shortcuts: dict[str, dict[str, Any]], region: str) -> list
             "rest_mean_share": cand.get("rest_mean_share"),
             "effect": cand.get("effect"),
             "ratio": cand.get("ratio"),
+            "evidence": cand.get("evidence"),
+            "off_peak": cand.get("off_peak"),
             "n": int(cand.get("n") or 0),
             "erase": causal.get("erase_region"),
             "erase_control": causal.get("erase_elsewhere"),

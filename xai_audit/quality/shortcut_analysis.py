@@ -143,7 +143,8 @@ def analyse_shortcuts(
     dict
         ``mode``, ``searched`` (words), ``not_searched`` (list), ``table`` (every tested group),
         ``candidates`` (list of dicts: ``attribute, group, where, box, location, area,
-        mean_share, rest_mean_share, effect, ratio, n, status, confirmed, confirmation``
+        mean_share, rest_mean_share, effect, ratio, n, evidence, off_peak`` (auto mode: the
+        excess in images whose peak lies elsewhere), ``status, confirmed, confirmation``
         (DataFrame), ``causal`` (numbers), ``exemplars`` (thumbnails), ``exemplar_box``),
         ``flags`` and ``notes`` (messages), ``params``.
     """
@@ -190,6 +191,11 @@ def analyse_shortcuts(
                     "p_value": float(r["p_value"]),
                     "n": int(r["n"]),
                     "evidence": str(r["evidence"]) or "strong",
+                    "off_peak": {
+                        "n": _finite(r.get("off_peak_n")),
+                        "ratio": _finite(r.get("off_peak_ratio")),
+                        "p_value": _finite(r.get("off_peak_p")),
+                    },
                 }
             )
     else:
@@ -391,6 +397,11 @@ def _dilations(
         grown = ndimage.binary_dilation(patches, iterations=d) if d else patches
         out.append((int(d), patches_to_mask(grown, image_shape)))
     return out
+
+
+def _finite(v: Any) -> float | None:
+    """A table number for JSON: None when missing or not finite."""
+    return float(v) if v is not None and np.isfinite(v) else None
 
 
 def _region_param(region: Any) -> Any:
