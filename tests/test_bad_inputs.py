@@ -437,6 +437,7 @@ def test_clean_data_gives_no_warning() -> None:
         ({"faithfulness_reference": "gaussian"}, "faithfulness_reference must be 'road'"),
         ({"sample_size": 1}, r"quality.sample_size must be an integer >= 2"),
         ({"n_steps": True}, r"quality.n_steps must be an integer >= 2"),
+        ({"shortcut_scan": "yes"}, r"quality.shortcut_scan must be true or false"),
     ],
 )
 def test_quality_settings_are_checked_when_the_audit_is_built(quality, fragment) -> None:

@@ -24,6 +24,7 @@ QUICK = {**FAST, "methods": {"gradcam": {}}, "intersections": False, "quality": 
 #: The checks the audit reports after its batch phase, in order (one method: gradcam).
 STEPS = [
     "subgroups and calibration",
+    "shortcut paste scan",
     "faithfulness (gradcam)",
     "sanity (gradcam)",
     "shortcuts (gradcam)",

@@ -317,6 +317,11 @@ def quality_section(
         out["region"]["area_share"] = float(np.mean(mask))
     target = int(model.positive_index)
     outcomes = pred["outcome"].to_numpy()
+    scan = None
+    auto = isinstance(task.shortcut_region, str) and task.shortcut_region == "auto"
+    if q.shortcuts and q.shortcut_scan and auto and len(manifest):
+        step(progress, "shortcut paste scan")
+        scan = _paste_scan(model, manifest, store, pred, sensitive, q, threshold, seed)
     for spec in task.methods:
         m = spec.name
         m_sample, m_images = sample, images
@@ -383,8 +388,59 @@ def quality_section(
                 threshold=threshold,
                 ci=ci,
                 seed=seed,
+                scan=scan,
             )
     return out
+
+
+def _paste_scan(
+    model: ModelAdapter,
+    manifest: Any,
+    store: ShardStore,
+    pred: pd.DataFrame,
+    sensitive: list[str],
+    q: Any,
+    threshold: float,
+    seed: int,
+) -> dict[str, Any]:
+    """The map-free paste scan, once per audit (it does not depend on the method), saved."""
+    import hashlib
+
+    from ..quality.shortcut_scan import SCAN_VERSION, paste_scan
+
+    spatial = manifest.load_image(0).shape[1:]
+    empty = {"table": pd.DataFrame(), "searched": "", "params": {}}
+    if len(spatial) != 2:
+        return {**empty, "not_searched": ["3D volumes are not scanned (2D images only)"]}
+    predicted = pred["predicted"].to_numpy().astype(np.int8)
+    pos = int(model.positive_index)
+    key = {
+        "predicted": hashlib.sha256(predicted.tobytes()).hexdigest(),
+        "sensitive": list(sensitive),
+        "threshold": float(threshold),
+        "sample": q.shortcut_sample_size,
+        "min_change": q.shortcut_min_score_change,
+        "seed": seed,
+        "rule": SCAN_VERSION,
+    }
+    try:
+        return store.checkpoint(
+            "shortcut-scan",
+            key,
+            lambda: paste_scan(
+                lambda x: model.predict_proba(x, progress=False)[:, pos],
+                manifest.load_images,
+                pred[sensitive].reset_index(drop=True),
+                predicted,
+                spatial,
+                min_change=q.shortcut_min_score_change,
+                sample_size=q.shortcut_sample_size,
+                seed=seed,
+            ),
+        )
+    except ValueError as exc:
+        log.warning("Shortcut paste scan skipped: %s", exc)
+        return {**empty, "not_searched": [f"skipped ({exc})"]}
 
 
 def _shortcuts(
@@ -400,6 +456,7 @@ def _shortcuts(
     threshold: float,
     ci: float,
     seed: int,
+    scan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Shortcut discovery (or the named region's test) and its causal confirmation."""
     from ..quality.shortcut_analysis import analyse_shortcuts
@@ -425,6 +482,7 @@ def _shortcuts(
             sample_size=q.shortcut_sample_size,
             ci=ci,
             seed=seed,
+            scan=scan,
         )
     except ValueError as exc:
         log.warning("Shortcut detection skipped for %s: %s", method, exc)

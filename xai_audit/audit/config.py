@@ -133,11 +133,18 @@ class QualityConfig:
     shortcut_grid : int, default 16
         Patches per side for ``"auto"``.
     shortcut_sample_size : int, default 64
-        Images per edit sample of the causal confirmation (erase / paste), seeded.
+        Images per edit sample of the causal confirmation (erase / paste), and test pairs per
+        subgroup of the paste scan, seeded.
     shortcut_min_score_change : float, default 0.05
         Smallest mean score change of an edit that confirms a shortcut.
     shortcut_intersections : bool, default False
         Also search pairwise intersections of the attributes.
+    shortcut_scan : bool, default True
+        With ``"auto"``, also run the map-free paste scan
+        (:mod:`xai_audit.quality.shortcut_scan`): every window of each subgroup's positive
+        predictions is pasted onto other groups' negative predictions, which finds tokens the
+        attribution maps do not show. Costs about ``2 x (49 x 8 + shortcut_sample_size)``
+        model calls per subgroup, once per audit.
 
     Faithfulness settings
     ---------------------
@@ -163,6 +170,7 @@ class QualityConfig:
     shortcut_sample_size: int = 64
     shortcut_min_score_change: float = 0.05
     shortcut_intersections: bool = False
+    shortcut_scan: bool = True
 
 
 @dataclass
@@ -506,6 +514,8 @@ def check_shortcut(
         problems.append(
             f"quality.shortcut_min_score_change must be a score change in (0, 1), got {v!r}"
         )
+    if not isinstance(q.shortcut_scan, bool):
+        problems.append(f"quality.shortcut_scan must be true or false, got {q.shortcut_scan!r}")
     if not isinstance(q.shortcut_intersections, bool):
         problems.append(
             f"quality.shortcut_intersections must be true or false, got {q.shortcut_intersections!r}"

@@ -110,11 +110,14 @@ MEANINGS: dict[str, str] = {
     "quality.shortcut_corner": "Side of each `corners` square, fraction of the side.",
     "quality.shortcut_grid": "Patches per side for `auto`.",
     "quality.shortcut_sample_size": "Images per erase/paste sample of the causal "
-    "confirmation (seeded).",
+    "confirmation, and test pairs per subgroup of the paste scan (seeded).",
     "quality.shortcut_min_score_change": "Smallest mean score change of an edit that "
     "confirms a shortcut.",
     "quality.shortcut_intersections": "Also search pairwise intersections of the "
     "attributes for shortcuts.",
+    "quality.shortcut_scan": "With `auto`, also paste every window of each subgroup's "
+    "positive predictions onto other groups' negatives (finds tokens the maps do not show; "
+    "about 2 x (49 x 8 + `shortcut_sample_size`) model calls per subgroup).",
     "exemplars_per_cell": "Gallery cases per (subgroup, outcome) cell in the report.",
     "model_card": "Model-card fields shown in the report: `name`, `version`, "
     "`intended_use`, `intended_users`, `out_of_scope_use`, `training_data`, `limitations`.",

@@ -196,9 +196,11 @@ def shortcut_findings(shortcuts: dict[str, dict[str, Any]], region: str) -> list
         # The box whose editing was tested: the discovered region, or that region grown by a
         # few patches when a CAM's evidence sits beside what the model reads.
         box = [int(v) for v in (cand.get("edit_box") or cand["box"])]
+        scanned = cand.get("evidence") == "scan"  # found by the paste scan, not in the maps
+        found_by = "the paste scan" if scanned else ", ".join(names)
         message = (
             f"{cand.get('message') or ''} (method {method}; searched: {region}; found by "
-            f"{', '.join(names)}"
+            f"{found_by}"
             + (f"; confirmed by {', '.join(m for m, _ in confirmed)}" if confirmed else "")
             + ")."
         )
@@ -219,6 +221,7 @@ def shortcut_findings(shortcuts: dict[str, dict[str, Any]], region: str) -> list
             "ratio": cand.get("ratio"),
             "evidence": cand.get("evidence"),
             "off_peak": cand.get("off_peak"),
+            "scan": cand.get("scan"),
             "n": int(cand.get("n") or 0),
             "erase": causal.get("erase_region"),
             "erase_control": causal.get("erase_elsewhere"),
@@ -243,8 +246,13 @@ def shortcut_findings(shortcuts: dict[str, dict[str, Any]], region: str) -> list
                 {
                     "severity": "info",
                     "kind": "shortcut_note",
-                    "title": f"Attribution differs at {where}, but editing the region does not "
-                    "change decisions",
+                    "title": (
+                        f"Pasted content from {where} raises scores, but the edits' controls do "
+                        "not confirm it"
+                        if scanned
+                        else f"Attribution differs at {where}, but editing the region does not "
+                        "change decisions"
+                    ),
                     "message": message,
                     "where": where,
                     "evidence": evidence,

@@ -108,6 +108,7 @@ def analyse_shortcuts(
     n_boot: int = 1000,
     seed: int = 0,
     dilations: Sequence[int] = (0, 1, 2),
+    scan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Discover shortcut candidates and confirm them by erasing and pasting.
 
@@ -137,6 +138,11 @@ def analyse_shortcuts(
         Smallest mean score change of an edit that confirms.
     sample_size : int, default 64
         Images per edit sample, seeded.
+    scan : dict, optional
+        For ``"auto"``: the map-free paste scan's result
+        (:func:`~.shortcut_scan.paste_scan`, computed once per audit, not per method). Its
+        candidate windows join the map candidates (``evidence="scan"``) unless a candidate of
+        the same group already covers them, and are confirmed by the same edits.
 
     Returns
     -------
@@ -146,7 +152,7 @@ def analyse_shortcuts(
         mean_share, rest_mean_share, effect, ratio, n, evidence, off_peak`` (auto mode: the
         excess in images whose peak lies elsewhere), ``status, confirmed, confirmation``
         (DataFrame), ``causal`` (numbers), ``exemplars`` (thumbnails), ``exemplar_box``),
-        ``flags`` and ``notes`` (messages), ``params``.
+        ``flags`` and ``notes`` (messages), ``params``, and ``scan`` (its table) when given.
     """
     pred = np.asarray(predicted).astype(int)
     attributes = attributes.reset_index(drop=True)
@@ -198,6 +204,13 @@ def analyse_shortcuts(
                     },
                 }
             )
+        if scan is not None:
+            cands += _scan_candidates(scan, cands, image_shape)
+            out["scan"] = scan.get("table")
+            if scan.get("searched"):
+                out["searched"] = f"{out['searched']}; and {scan['searched']}"
+            out["not_searched"] += [f"paste scan: {t}" for t in scan.get("not_searched") or []]
+            out["params"]["scan"] = dict(scan.get("params") or {})
     else:
         if shares is None:
             raise ValueError("a named region needs the per-image shares in it.")
@@ -382,6 +395,55 @@ def analyse_shortcuts(
     return out
 
 
+def _scan_candidates(
+    scan: dict[str, Any], found: list[dict[str, Any]], image_shape: Sequence[int]
+) -> list[dict[str, Any]]:
+    """The paste scan's candidate windows that no map candidate of the same group covers."""
+    table = scan.get("table")
+    if table is None or not len(table):
+        return []
+    out = []
+    for r in table[table["candidate"].astype(bool)].to_dict("records"):
+        box = [int(r[k]) for k in ("x0", "y0", "x1", "y1")]
+        mask = np.zeros(tuple(image_shape), bool)
+        mask[box[1] : box[3], box[0] : box[2]] = True
+        if any(
+            c["attribute"] == r["attribute"]
+            and str(c["group"]) == str(r["group"])
+            and np.asarray(c["mask"], bool)[mask].any()
+            for c in found
+        ):
+            continue  # the maps found it too: one candidate, with the map evidence
+        out.append(
+            {
+                "attribute": r["attribute"],
+                "group": r["group"],
+                "box": box,
+                "mask": mask,
+                "area": float(mask.mean()),
+                "mean_share": None,
+                "rest_mean_share": None,
+                "effect": None,
+                "ratio": None,
+                "p_value": float(r["p_value"]),
+                "n": int(r["n_pairs"]),
+                "evidence": "scan",
+                "scan": {
+                    "n_pairs": int(r["n_pairs"]),
+                    "n_exceed": int(r["n_exceed"]),
+                    "median_excess": float(r["median_excess"]),
+                    "mean_excess": float(r["mean_excess"]),
+                    "p_value": float(r["p_value"]),
+                    "level": float(r["level"]),
+                    "min_change": float(
+                        (scan.get("params") or {}).get("min_change", MIN_SCORE_CHANGE)
+                    ),
+                },
+            }
+        )
+    return out
+
+
 def _dilations(
     patches: np.ndarray, image_shape: Sequence[int], dilations: Sequence[int]
 ) -> list[tuple[int, np.ndarray]]:
@@ -454,11 +516,22 @@ def _focal_area(mask: np.ndarray) -> float:
 def _message(c: dict[str, Any]) -> str:
     """One plain-language sentence: where, who, how much attribution, how much it moves."""
     x0, y0, x1, y1 = c["box"]
-    head = (
-        f"Positive predictions at {c['where']} put {_pct(c['mean_share'])} of their attribution "
-        f"in the {c['location']} (box x {x0}-{x1}, y {y0}-{y1} px) vs "
-        f"{_pct(c['rest_mean_share'])} for other positive predictions (n={c['n']})"
-    )
+    if c.get("evidence") == "scan":
+        sc = c["scan"]
+        head = (
+            f"Pasting the {c['location']} (box x {x0}-{x1}, y {y0}-{y1} px) of positive "
+            f"predictions at {c['where']} onto other groups' negative predictions raised the "
+            f"score by >= {sc['min_change']:g} more than the same window of other groups' "
+            f"positive predictions in {sc['n_exceed']} of {sc['n_pairs']} pairs (median "
+            f"{_signed(sc['median_excess'])}, p={sc['p_value']:.2g}): found by the paste scan, "
+            "not in the attribution maps, which put no unusual share there"
+        )
+    else:
+        head = (
+            f"Positive predictions at {c['where']} put {_pct(c['mean_share'])} of their "
+            f"attribution in the {c['location']} (box x {x0}-{x1}, y {y0}-{y1} px) vs "
+            f"{_pct(c['rest_mean_share'])} for other positive predictions (n={c['n']})"
+        )
     causal = c.get("causal") or {}
     if not causal:
         return head + "; editing the region could not be tested (no model images)."

@@ -327,8 +327,12 @@ def _shortcut_entry(sc: dict[str, Any]) -> dict[str, Any]:
                 "edits": _records(conf) if conf is not None and len(conf) else [],
             }
         )
+    scan = sc.get("scan")
+    scan_cols = ["attribute", "group", "n_pairs", "x0", "y0", "x1", "y1", "n_exceed",
+                 "median_excess", "p_value", "candidate", "reason"]  # fmt: skip
     return {
         "mode": sc.get("mode", "region"),
+        "scan_rows": _records(scan, scan_cols),
         "searched": sc.get("searched", ""),
         "not_searched": list(sc.get("not_searched") or []),
         "flags": list(sc.get("flags") or []),
