@@ -960,6 +960,12 @@ def run_one(
             "threshold": thr,
             "auroc": float(roc_auc_score(preds["label"], preds["score"])),
             "findings": findings,
+            "shortcut_tiers": {
+                f["where"]: f["evidence"].get("evidence")
+                for f in result.findings
+                if f["kind"] == "shortcut"
+            },
+            "scan": _scan_rows(result),
         }
         t_ver = time.perf_counter()
         truth = group_truth(held.metadata, held_score, thr)
@@ -1132,6 +1138,7 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         _table(summary),
         "",
+        *scan_summary(records),
         "## Runs",
         "",
         "| scenario | seed | injected | held-out AUROC | threshold | true effect (held-out) | "
@@ -1160,17 +1167,83 @@ def markdown(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _scan_rows(result: Any) -> list[dict[str, Any]]:
+    """The paste scan's table of the run (one row per subgroup), for the scan summary."""
+    table = ((result.quality.get("shortcuts") or {}).get("gradcam") or {}).get("scan")
+    if table is None or not len(table):
+        return []
+    cols = ["attribute", "group", "n_pairs", "n_exceed", "p_value", "candidate"]
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in table[cols].to_dict("records")
+    ]
+
+
+def scan_summary(records: list[dict[str, Any]]) -> list[str]:
+    """How the paste scan separated token groups from all others, and which tier found what."""
+    token, other = [], []
+    for r in records:
+        exp = r.get("expected") or {}
+        for row in (r.get("audit") or {}).get("scan") or []:
+            share = row["n_exceed"] / row["n_pairs"] if row["n_pairs"] else float("nan")
+            is_token = exp.get("kind") == "shortcut" and (row["attribute"], row["group"]) == (
+                "site",
+                exp.get("site"),
+            )
+            (token if is_token else other).append((share, row["candidate"], r, row))
+    tiers: dict[str, int] = {}
+    for r in records:
+        for tier in ((r.get("audit") or {}).get("shortcut_tiers") or {}).values():
+            tiers[tier or "strong"] = tiers.get(tier or "strong", 0) + 1
+    if not token and not other:
+        return []
+    lines = ["## Paste scan", ""]
+    if token:
+        low = min(token, key=lambda t: t[0])
+        lines.append(
+            f"* token groups ({len(token)}): {sum(t[1] for t in token)} scan candidates; "
+            f"pairs raised by >= 0.05: {min(t[0] for t in token):.0%}-"
+            f"{max(t[0] for t in token):.0%} (lowest: {low[2]['scenario']} seed "
+            f"{low[2]['seed']}, {low[3]['n_exceed']} of {low[3]['n_pairs']})"
+        )
+    if other:
+        high = max(other, key=lambda t: t[0])
+        lines.append(
+            f"* every other group of every run ({len(other)}): {sum(t[1] for t in other)} scan "
+            f"candidates; highest share of pairs raised: {high[0]:.0%} ({high[2]['scenario']} "
+            f"seed {high[2]['seed']}, {high[3]['attribute']}={high[3]['group']}, "
+            f"{high[3]['n_exceed']} of {high[3]['n_pairs']}, p={high[3]['p_value']:.2g})"
+        )
+    lines.append(
+        "* shortcut findings by what found them: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(tiers.items()))
+        + " (strong / weak: the maps' tiers; scan: the paste scan alone)"
+    )
+    return lines + [""]
+
+
 def _split_times(records: list[dict[str, Any]]) -> str:
     def mean(section: str) -> float:
         vals = [(r.get(section) or {}).get("seconds") for r in records]
         vals = [v for v in vals if v is not None]
         return float(np.mean(vals)) if vals else float("nan")
 
-    parts = {k: mean(k) for k in ("train", "audit", "verification")}
-    rest = float(np.mean([r["seconds"] for r in records])) - sum(parts.values())
+    # Cached models carry the seconds their training once took; this run did not spend them.
+    trained = [
+        r["train"]["seconds"] for r in records if r.get("train") and not r["train"].get("cached")
+    ]
+    parts = {k: mean(k) for k in ("audit", "verification")}
+    parts["train"] = float(np.mean(trained)) if trained else 0.0
+    spent = sum(trained) / len(records) if records else 0.0
+    rest = float(np.mean([r["seconds"] for r in records])) - (
+        parts["audit"] + parts["verification"] + spent
+    )
+    cached = len(records) - len(trained)
     return (
-        f"training {parts['train']:.0f} s, audit {parts['audit']:.0f} s, verification "
-        f"{parts['verification']:.0f} s, data generation and the rest {rest:.0f} s"
+        f"training {parts['train']:.0f} s"
+        + (f" ({cached} of {len(records)} models from the cache)" if cached else "")
+        + f", audit {parts['audit']:.0f} s, verification {parts['verification']:.0f} s, data "
+        f"generation and the rest {rest:.0f} s"
     )
 
 
