@@ -174,7 +174,7 @@ def paste_scan(
             inside = labels == group
             sides = (inside & (pred == 1), ~inside & (pred == 1), ~inside & (pred == 0))
             n_side = [int(s.sum()) for s in sides]
-            if min(n_side) < min_group_size:
+            if min(n_side) < max(min_group_size, 2):  # a screening pair and a test pair
                 not_searched.append(
                     f"{attr}={group} ({n_side[0]} positive predictions, {n_side[1]} positive "
                     f"and {n_side[2]} negative predictions outside it)"
