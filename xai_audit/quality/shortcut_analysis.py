@@ -405,8 +405,7 @@ def _scan_candidates(
     out = []
     for r in table[table["candidate"].astype(bool)].to_dict("records"):
         box = [int(r[k]) for k in ("x0", "y0", "x1", "y1")]
-        mask = np.zeros(tuple(image_shape), bool)
-        mask[box[1] : box[3], box[0] : box[2]] = True
+        mask = region_mask(box, image_shape)
         if any(
             c["attribute"] == r["attribute"]
             and str(c["group"]) == str(r["group"])
