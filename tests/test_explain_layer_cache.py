@@ -101,3 +101,28 @@ def test_adapters_are_not_cached() -> None:
     net, x = _net(), torch.rand(2, 1, 32, 32)
     explain(ModelAdapter(net, device="cpu"), x, "gradcam")
     assert len(_layer_cache._CACHE) == 0
+
+
+def test_renamed_layer_is_noticed() -> None:
+    """The same module under a new attribute name: the cached name must not be reported."""
+    from collections import OrderedDict
+
+    torch.manual_seed(0)
+    layers = OrderedDict(
+        conv1=torch.nn.Conv2d(1, 4, 3, padding=1),
+        relu1=torch.nn.ReLU(),
+        conv2=torch.nn.Conv2d(4, 8, 3, padding=1),
+        relu2=torch.nn.ReLU(),
+        pool=torch.nn.AdaptiveAvgPool2d(1),
+        flat=torch.nn.Flatten(),
+        head=torch.nn.Linear(8, 2),
+    )
+    net, x = torch.nn.Sequential(layers).eval(), torch.rand(2, 1, 16, 16)
+    before = explain(net, x, "gradcam")
+    old = before.target_layer
+    assert old in ("conv2", "relu2")
+    # Rename in place, same order and same module objects: only the name changes.
+    net._modules = OrderedDict(("last" if k == old else k, m) for k, m in net._modules.items())
+    after = explain(net, x, "gradcam")
+    assert after.target_layer == "last"
+    np.testing.assert_array_equal(after.maps, before.maps)

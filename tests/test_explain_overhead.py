@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -16,7 +17,9 @@ from xai_audit.explain import base as explain_base
 from xai_audit.explain import explain
 from xai_audit.explain.base import Explainer, register_method
 from xai_audit.explain.hooks import hook_counts
-from xai_audit.model import ModelAdapter, eval_mode
+from xai_audit.model import ModelAdapter, NonFiniteError, eval_mode
+from xai_audit.model.adapter import nonfinite_rows
+from xai_audit.model.state import submodules
 
 
 def small_net() -> nn.Sequential:
@@ -136,3 +139,42 @@ def test_bare_module_results_equal_adapter_results_on_repeated_calls() -> None:
         att = explain(net, x, "gradcam")
         assert att.target_layer == adapter.target_layer_name
         np.testing.assert_allclose(att.maps, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_nonfinite_rows_fast_path_agrees_with_the_exact_test() -> None:
+    x = torch.rand(6, 1, 5, 5)
+    assert nonfinite_rows(x) == []
+    # Finite values whose sum overflows take the exact path, which finds nothing.
+    big = torch.full((3, 4), 3e38)
+    assert not torch.isfinite(big.sum()) and nonfinite_rows(big) == []
+    # +inf and -inf cancel to NaN in the sum: both rows are still reported, with the offset.
+    x[1, 0, 2, 2] = float("inf")
+    x[4, 0, 0, 1] = float("-inf")
+    assert nonfinite_rows(x, offset=10) == [11, 14]
+    x[1, 0, 2, 2] = float("nan")
+    assert nonfinite_rows(x) == [1, 4]
+    half = torch.full((2, 3), 6e4, dtype=torch.float16)  # overflows float16 when summed
+    assert nonfinite_rows(half) == []
+    assert nonfinite_rows(torch.ones(2, 3, dtype=torch.long)) == []
+    assert nonfinite_rows(torch.empty(0, 3)) == []
+
+
+def test_explain_reports_the_nonfinite_image_and_output_positions() -> None:
+
+    net = small_net().eval()
+    x = torch.rand(5, 1, 8, 8)
+    x[3, 0, 1, 1] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"1 image\(s\) contain NaN.*positions \[4\]"):
+        explain(net, torch.cat([x[:1], x]), "saliency", batch_size=2, target=0)
+    net[-1].bias.data[0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"outputs for image\(s\) \[0, 1\]"):
+        explain(net, torch.rand(2, 1, 8, 8), "saliency", target=1)
+
+
+def test_submodules_lists_every_module_once_like_modules() -> None:
+    net = small_net()
+    shared = nn.ReLU()
+    net.append(nn.Sequential(shared, shared))  # the same module registered twice
+    walked = submodules(net)
+    assert len(walked) == len({id(m) for m in walked})
+    assert {id(m) for m in walked} == {id(m) for m in net.modules()}

