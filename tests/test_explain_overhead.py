@@ -178,3 +178,20 @@ def test_submodules_lists_every_module_once_like_modules() -> None:
     walked = submodules(net)
     assert len(walked) == len({id(m) for m in walked})
     assert {id(m) for m in walked} == {id(m) for m in net.modules()}
+
+
+@pytest.mark.parametrize("target", [None, 1, "all"])
+def test_scores_assembled_once_equal_the_model_probabilities_across_batches(target) -> None:
+    """Scores are computed from the collected logits after the last batch: same numbers."""
+    net = small_net().eval()
+    x = torch.rand(7, 1, 8, 8)
+    with torch.no_grad():
+        probs = torch.softmax(net(x), dim=1).numpy()
+    att = explain(net, x, "saliency", target=target, batch_size=3)
+    if target == "all":
+        assert att.scores.shape == att.targets.shape == (7, 2)
+        np.testing.assert_allclose(att.scores, probs, rtol=1e-6)
+    else:
+        expected = probs.argmax(1) if target is None else np.full(7, target)
+        np.testing.assert_array_equal(att.targets, expected)
+        np.testing.assert_allclose(att.scores, probs[np.arange(7), expected], rtol=1e-6)

@@ -121,7 +121,7 @@ def explain(
 
     maps: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
-    scores: list[torch.Tensor] = []
+    outputs: list[torch.Tensor] = []  # logits per batch; scores are computed once at the end
     seen = 0
     guard = nullcontext() if explainer.removes_own_hooks else hook_guard(adapter.module)
     with eval_mode(adapter.module), guard:
@@ -134,23 +134,22 @@ def explain(
                 if seen == 0:
                     _first_batch(adapter, explainer, spec, x, total)
                 n = x.shape[0]
-                explainer.indices = torch.arange(seen, seen + n)
+                explainer.set_batch_range(seen, seen + n)
                 if given_logits is not None:
                     if len(given_logits) < seen + n:  # only possible when N was unknown
                         raise ValueError(f"logits has {len(given_logits)} rows for more images.")
                     explainer.batch_logits = given_logits[seen : seen + n].to(adapter.device)
-                batch_maps, batch_targets, batch_scores = [], [], []
+                batch_maps, batch_targets = [], []
                 for t in spec.for_batch(seen, seen + n, adapter.device):
                     m, tt, logits = explainer.explain_batch(adapter, x, t)
-                    _check_finite(logits.detach(), seen, "output")
-                    probs = adapter.apply_activation(logits.detach().float())
+                    if not batch_maps:  # the same batch's logits for every target
+                        _check_finite(logits.detach(), seen, "output")
+                        outputs.append(logits.detach().float().cpu())
                     batch_maps.append(m.detach().float().cpu())
                     batch_targets.append(tt.detach().cpu())
-                    batch_scores.append(probs.gather(1, tt[:, None].to(probs.device))[:, 0].cpu())
                 stack = spec.kind == "all"
                 maps.append(torch.stack(batch_maps, 1) if stack else batch_maps[0])
                 targets.append(torch.stack(batch_targets, 1) if stack else batch_targets[0])
-                scores.append(torch.stack(batch_scores, 1) if stack else batch_scores[0])
                 seen += n
                 if bar is not None:
                     bar.update(n)
@@ -166,15 +165,23 @@ def explain(
     spec.check_count(seen)
     if given_logits is not None and len(given_logits) != seen:
         raise ValueError(f"logits has {len(given_logits)} rows for {seen} images.")
+    all_targets = _joined(targets)
+    probs = adapter.apply_activation(_joined(outputs))
+    scores = probs.gather(1, all_targets if all_targets.ndim == 2 else all_targets[:, None])
     return Attribution(
-        maps=torch.cat(maps).numpy().astype(np.float32, copy=False),
-        targets=torch.cat(targets).numpy().astype(np.int64),
-        scores=torch.cat(scores).numpy().astype(np.float32),
+        maps=_joined(maps).numpy().astype(np.float32, copy=False),
+        targets=all_targets.numpy().astype(np.int64),
+        scores=(scores if all_targets.ndim == 2 else scores[:, 0]).numpy().astype(np.float32),
         method=explainer.name,
         params=explainer.json_params(),
         target_layer=explainer.target_layer_name,
         class_names=adapter.class_names,
     )
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The batches' results as one tensor (a single batch is not copied)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _as_logits(logits: Any, total: int | None) -> torch.Tensor | None:

@@ -291,10 +291,32 @@ class Explainer:
         self.target_layer_name: str | None = None
         # Global positions of the current batch's images (set by explain()); seeded methods
         # draw each image's noise from its position so that batching changes nothing.
-        self.indices: torch.Tensor | None = None
+        self._indices: torch.Tensor | None = None
+        self._index_range: tuple[int, int] | None = None
         # The batch's raw model outputs when the caller already has them (explain(logits=)):
         # the default explain_batch then skips its extra forward pass.
         self.batch_logits: torch.Tensor | None = None
+
+    @property
+    def indices(self) -> torch.Tensor | None:
+        """Global positions of the current batch's images (set by :func:`explain`), or None.
+
+        Built on first use: most methods never read them, and a tensor op costs ~10 us of a
+        small call.
+        """
+        if self._indices is None and self._index_range is not None:
+            self._indices = torch.arange(*self._index_range)
+        return self._indices
+
+    @indices.setter
+    def indices(self, value: torch.Tensor | None) -> None:
+        self._indices = value
+        self._index_range = None
+
+    def set_batch_range(self, start: int, stop: int) -> None:
+        """The current batch holds the images ``start:stop`` of the call (see :attr:`indices`)."""
+        self._indices = None
+        self._index_range = (int(start), int(stop))
 
     def batch_indices(self, x: torch.Tensor) -> torch.Tensor:
         """Global positions of the images in ``x`` (``0..N-1`` outside :func:`explain`)."""

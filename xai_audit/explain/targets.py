@@ -45,6 +45,9 @@ class TargetSpec:
         if isinstance(target, np.ndarray) and target.ndim == 0:
             return cls("fixed", raw=int(target))
         if isinstance(target, (Sequence, np.ndarray)):
+            values = np.asarray(target)
+            if values.dtype.kind in "iu":  # the usual case: indices, kept as one array
+                return cls("per_item", raw=values.ravel())
             return cls("per_item", raw=list(np.asarray(target, dtype=object).ravel()))
         raise TypeError(
             "target must be None (predicted class), a class index or name, a sequence with one "
@@ -61,10 +64,7 @@ class TargetSpec:
                     f"target has {len(self.raw)} entries but {n_total} images were given; pass "
                     "one target per image (or a single int / class name for all)."
                 )
-            self.per_item = np.array(
-                [adapter.class_index(t if isinstance(t, str) else int(t)) for t in self.raw],
-                dtype=np.int64,
-            )
+            self.per_item = _per_item_indices(self.raw, adapter)
         elif self.kind == "all":
             self.n_labels = len(adapter.class_names)
 
@@ -92,3 +92,21 @@ class TargetSpec:
             raise ValueError(
                 f"target has {len(self.per_item)} entries but {n_seen} images were given."
             )
+
+
+def _per_item_indices(raw: np.ndarray | list, adapter: ModelAdapter) -> np.ndarray:
+    """One class index per item, range-checked; names looked up once per distinct value."""
+    if isinstance(raw, np.ndarray):  # integer indices: checked in one pass
+        indices = raw.astype(np.int64)
+        outside = (indices < 0) | (indices >= len(adapter.class_names))
+        if outside.any():
+            adapter.class_index(int(indices[outside][0]))  # raises the out-of-range message
+        return indices
+    resolved: dict[tuple[bool, Any], int] = {}
+    out = np.empty(len(raw), dtype=np.int64)
+    for i, t in enumerate(raw):
+        key = (True, t) if isinstance(t, str) else (False, int(t))
+        if key not in resolved:
+            resolved[key] = adapter.class_index(key[1])
+        out[i] = resolved[key]
+    return out
