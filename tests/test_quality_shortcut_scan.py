@@ -182,3 +182,19 @@ def test_a_mark_on_every_image_of_a_site_is_found_by_the_scan_but_not_confirmed(
     (f,) = shortcut_findings({"gradcam": out}, "the whole image")
     assert f["severity"] == "info" and f["kind"] == "shortcut_note"
     assert f["title"].startswith("Pasted content from site=B raises scores")
+
+
+def test_numeric_codes_and_missing_values_get_the_group_names_of_every_other_table():
+    """Sites coded 1.0/2.0/3.0 with some missing: the scan's groups are '2' and 'missing'
+    (as in the subgroup tables), so that its candidate is confirmed on the right rows."""
+    x, attrs, pred = _data(4, n=300, token_share=0.9)
+    codes = attrs["site"].map({"A": 1.0, "B": 2.0, "C": 3.0})
+    codes[np.random.default_rng(0).random(len(codes)) < 0.1] = np.nan
+    attrs = attrs.assign(site=codes)
+    scan = _scan(x, attrs, pred, sample_size=32)
+    groups = set(scan["table"].loc[scan["table"]["attribute"] == "site", "group"])
+    assert groups == {"1", "2", "3", "missing"}
+    assert _row(scan["table"], "site", "2")["candidate"]
+    out = _analyse(x, attrs, pred, scan=scan)
+    (cand,) = out["candidates"]
+    assert (cand["group"], cand["status"]) == ("2", "confirmed")

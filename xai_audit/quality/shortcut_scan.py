@@ -57,13 +57,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .groups import group_labels
 from .shortcut_causal import MIN_SCORE_CHANGE
 
 #: Window side and stride as fractions of the image side: 7 x 7 windows of 1/16 of the image.
 WINDOW_FRACTION = 0.25
 STRIDE_FRACTION = 0.125
 #: Bump when the scan's rule changes: saved scans of an earlier rule are then recomputed.
-SCAN_VERSION = 3
+SCAN_VERSION = 4  # 4: group names by the rule of every other table
 #: Most edited images per model call (memory stays ~ this many images).
 CHUNK_IMAGES = 512
 
@@ -169,8 +170,11 @@ def paste_scan(
     windows = scan_windows(image_shape)
     plan, not_searched = [], []
     for attr in attributes.columns:
-        labels = attributes[attr].astype(str).to_numpy()
-        for group in sorted(pd.unique(labels)):
+        # The group names every other table uses (1.0 and 1 -> "1", missing -> "missing"):
+        # the candidates are confirmed by rows selected by name, and a "1.0" or "nan" from
+        # str() selected none.
+        labels, order = group_labels(attributes[attr])
+        for group in order:
             inside = labels == group
             sides = (inside & (pred == 1), ~inside & (pred == 1), ~inside & (pred == 0))
             n_side = [int(s.sum()) for s in sides]
