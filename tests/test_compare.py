@@ -442,3 +442,14 @@ def test_report_replaces_its_own_files_only(data, reference, tmp_path):
     with pytest.raises(NotOwnedError):
         cmp.report(mine)
     assert mine.read_text() == "<p>my notes</p>"
+
+
+def test_candidate_groups_select_rows_by_the_audit_s_group_names():
+    """A shortcut candidate 'site=2' of an audit whose sites are coded 1.0/2.0 (and missing)."""
+    from xai_audit.compare.behaviour import _group_mask
+
+    attrs = pd.DataFrame({"site": [1.0, 2.0, np.nan, 2.0], "sex": ["F", "M", "F", "M"]})
+    np.testing.assert_array_equal(_group_mask(attrs, "site", "2"), [False, True, False, True])
+    np.testing.assert_array_equal(_group_mask(attrs, "site", "missing"), [0, 0, 1, 0])
+    np.testing.assert_array_equal(_group_mask(attrs, "site × sex", "2 | M"), [0, 1, 0, 1])
+    assert _group_mask(attrs, "scanner", "x") is None

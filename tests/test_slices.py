@@ -298,3 +298,14 @@ def test_unrecorded_factors_not_searched_without_discovery() -> None:
         entry = next(c for c in cov["evidence"]["checks"] if c["check"] == "unrecorded factors")
         assert entry["ran"] is False
         assert ("fewer than the 300" in entry["detail"]) == (slices is not None)
+
+
+def test_enrichment_names_groups_as_the_subgroup_tables_do():
+    from xai_audit.slices.describe import enrichment_table
+
+    attrs = pd.DataFrame({"site": [1.0, 2.0, np.nan, 2.0], "sex": ["F", "M", "F", None]})
+    table = enrichment_table(np.array([0, 1, 0, 1]), attrs)
+    assert set(table.loc[table["attribute"] == "site", "group"]) == {"1", "2", "missing"}
+    row = table[(table["slice"] == 1) & (table["group"] == "2")].iloc[0]
+    assert (row["share_slice"], row["share_rest"]) == (1.0, 0.0)
+    assert set(table.loc[table["attribute"] == "sex", "group"]) == {"F", "M", "missing"}

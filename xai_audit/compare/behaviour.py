@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..fairness._common import GROUP_SEP, INTERSECTION_SEP
 from ..fairness.disparity import describe_group
-from ..fairness.inputs import Group
+from ..fairness.inputs import Group, group_keys
 from .paired import paired_mean_difference
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ def _group_mask(attrs: pd.DataFrame, attribute: str, group: str) -> np.ndarray |
         return None
     mask = np.ones(len(attrs), dtype=bool)
     for n, v in zip(names, values):
-        mask &= attrs[n].astype(str).to_numpy() == v
+        mask &= group_keys(attrs[n]) == v  # names as the audit's tables write them
     return mask
 
 

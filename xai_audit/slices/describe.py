@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import convolve, laplace
 
+from ..fairness.inputs import group_keys
+
 #: Per-image statistics computed by :func:`image_statistics`.
 IMAGE_STATISTICS = ("brightness", "contrast", "sharpness", "noise")
 #: Immerkaer's noise kernel: the difference of two Laplacians, blind to linear ramps.
@@ -72,9 +74,10 @@ def enrichment_table(slices: np.ndarray, attributes: pd.DataFrame | None) -> pd.
     out = []
     ids = np.asarray(slices)
     for attr in attributes.columns:
-        values = attributes[attr].astype(object).where(attributes[attr].notna(), "missing")
-        dummies = pd.get_dummies(values.astype(str)).to_numpy(np.float64)  # N x groups
-        groups = pd.get_dummies(values.astype(str)).columns
+        # Group names as in the subgroup tables (1.0 and 1 -> "1", missing -> "missing").
+        onehot = pd.get_dummies(pd.Series(group_keys(attributes[attr]), dtype=str))
+        dummies = onehot.to_numpy(np.float64)  # N x groups
+        groups = onehot.columns
         for sl in sorted(set(ids.tolist())):
             inside = ids == sl
             if inside.all():
