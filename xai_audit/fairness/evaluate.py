@@ -20,6 +20,7 @@ from ._common import (
 )
 from .bootstrap import bootstrap_replicates, identity_metrics, make_plan, percentile_interval
 from .calibration import reliability_bins
+from .count_check import count_check
 from .disparity import describe_group, gap_tables, make_flags, tolerances
 from .inputs import (
     Group,
@@ -283,6 +284,20 @@ def evaluate_subgroups(
     ]
     disparities = to_overall.merge(best_worst, on=["label", "attribute", "metric"], how="left")
     flags = make_flags(to_overall, best_worst, flag_metrics, tol, ci, n_labels)
+    # A second, count-based test for gaps in proportions: the bootstrap states no uncertainty
+    # for a small group at 0 or 1 (see count_check).
+    group_rows = {(g.attribute, g.name): g.rows for g in groups}
+    flags, withheld = count_check(
+        flags,
+        best_worst,
+        Y,
+        S,
+        labels,
+        {lab: thresholds[lab].value for lab in labels},
+        group_rows,
+        units,
+        ci,
+    )
 
     for note in notes:
         _warnings.warn(note, SubgroupWarning, stacklevel=2)
@@ -301,6 +316,7 @@ def evaluate_subgroups(
         "intersections": [spec.name for spec in specs if len(spec.columns) > 1],
         "labels": labels,
         "thresholds": {k: v.describe() for k, v in thresholds.items()},
+        "flags_withheld": withheld,
     }
     cal_frame = (
         pd.concat(calibration, ignore_index=True)
@@ -333,7 +349,7 @@ def evaluate_subgroups(
         config=config,
         _y_true=Y,
         _y_score=S,
-        _group_rows={(g.attribute, g.name): g.rows for g in groups},
+        _group_rows=group_rows,
     )
 
 

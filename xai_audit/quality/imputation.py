@@ -39,14 +39,32 @@ NEIGHBOURS_3D = tuple(
 
 def _neighbour_sum(x: torch.Tensor) -> torch.Tensor:
     """Weighted sum of every pixel's in-image neighbours (outside counts as 0)."""
+    if x.ndim == 4:
+        return _neighbour_sum_2d(x)
     spatial = x.shape[2:]
-    nd = len(spatial)
-    p = F.pad(x, (1, 1) * nd)
+    p = F.pad(x, (1, 1) * len(spatial))
     out = torch.zeros_like(x)
-    for off, w in NEIGHBOURS_2D if nd == 2 else NEIGHBOURS_3D:
+    for off, w in NEIGHBOURS_3D:
         sl = tuple(slice(1 + o, 1 + o + s) for o, s in zip(off, spatial))
-        out = out + w * p[(Ellipsis, *sl)]
+        out.add_(p[(Ellipsis, *sl)], alpha=w)
     return out
+
+
+def _neighbour_sum_2d(x: torch.Tensor) -> torch.Tensor:
+    """The 2D stencil as a separable filter: ``[1, 2, 1] x [1, 2, 1] / 12`` less the centre.
+
+    The 8 weights (1/6 direct, 1/12 diagonal) are the outer product of ``[1, 2, 1]`` with
+    itself over 12 with the centre's 4/12 removed: two 3-tap passes, in place, instead of 8
+    shifted copies (4.6x faster on 640 images of 128 px here; the imputation's conjugate
+    gradient applies it every iteration and dominated the faithfulness check). A
+    single-channel ``conv2d`` was no faster than the copies on the CPU.
+    """
+    p = F.pad(x, (1, 1, 1, 1))
+    rows = p[..., :-2, :] + p[..., 2:, :]
+    rows.add_(p[..., 1:-1, :], alpha=2)
+    out = rows[..., :-2] + rows[..., 2:]
+    out.add_(rows[..., 1:-1], alpha=2)
+    return out.div_(12).sub_(x, alpha=1 / 3)
 
 
 def _coarse_fill(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -168,23 +186,25 @@ def _cg(
     u = init * unk_f
     r = (_neighbour_sum(x * ~unk) - diag * u + _neighbour_sum(u)) * unk_f  # b - A u
     z = r * inv_d
-    p = z
+    p = z.clone()
     rz = (r * z).sum(dim=dims, keepdim=True)
     scale = (x.amax(dim=dims, keepdim=True) - x.amin(dim=dims, keepdim=True)).clamp_min(1e-12)
     limit = max_iter if max_iter is not None else 4 * max(spatial)
+    # Updates in place: each iteration touches every pixel of every copy several times, and
+    # fresh tensors for them cost as much as the arithmetic.
     for _ in range(limit):
-        # r_i / d_i: how far pixel i is from its neighbours' weighted mean.
-        if float(((r * inv_d).abs() / scale).amax()) < tol:
+        # z = r_i / d_i: how far pixel i is from its neighbours' weighted mean.
+        if float((z.abs() / scale).amax()) < tol:
             break
         ap = apply(p)
         pap = (p * ap).sum(dim=dims, keepdim=True)
         alpha = torch.where(pap > 0, rz / pap.clamp_min(1e-30), torch.zeros_like(pap))
-        u = u + alpha * p
-        r = r - alpha * ap
+        u.add_(alpha * p)
+        r.sub_(alpha * ap)
         z = r * inv_d
         rz_new = (r * z).sum(dim=dims, keepdim=True)
         beta = torch.where(rz > 0, rz_new / rz.clamp_min(1e-30), torch.zeros_like(rz))
-        p = z + beta * p
+        p.mul_(beta).add_(z)
         rz = rz_new
     return torch.where(unk, u, x)
 
