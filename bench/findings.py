@@ -414,6 +414,13 @@ def true_harm(
     y, pred = meta["label"].to_numpy(), score >= threshold
     overall = _metrics(y, pred, score)
     per = {g: _metrics(y[keys == g], pred[keys == g], score[keys == g]) for g in set(keys)}
+    # --coded-attributes: values were removed at random (held-out data keep them all), so a
+    # "missing" component is a random sample of its attribute: the group truly performs as
+    # the cell of its other components (as the whole data set when none is left).
+    known = {(a, g) for a, g in comps if g != "missing"}
+    if known != set(comps):
+        rows = _mask_of(meta, dict(known)) if known else np.ones(len(meta), bool)
+        per[want] = _metrics(y[rows], pred[rows], score[rows])
     if want not in per:
         return {}
     harm = {}
