@@ -23,7 +23,11 @@ NOTEBOOKS = [
 ]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs them all, in order, in one folder: notebooks 02-05 then resume the
+# audit the first one computed, as a user rerunning them would. Spread over two workers, each
+# worker's folder started empty and notebooks 03 and 05 recomputed the whole audit (5-6 min
+# each on two loaded cores).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("notebooks")]
 
 
 def _demo_weights_missing() -> bool:
