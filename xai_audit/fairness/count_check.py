@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .disparity import Flag, describe_group
-from .intervals import wilson_interval
+from .intervals import cell_counts, wilson_interval
 
 #: Metrics the check applies to: success and denominator per image.
 PROPORTIONS = ("sensitivity", "specificity")
@@ -72,12 +72,8 @@ def _counts(
     rows: np.ndarray, y: np.ndarray, predicted: np.ndarray, units: np.ndarray, metric: str
 ) -> tuple[float, float, int]:
     """Patient-effective successes and trials of ``metric`` among ``rows``, and the images."""
-    den = rows[y[rows] == 1] if metric == "sensitivity" else rows[y[rows] == 0]
-    if not den.size:
-        return 0.0, 0.0, 0
-    hits = predicted[den] if metric == "sensitivity" else ~predicted[den]
-    n_eff = float(np.unique(units[den]).size)
-    return float(hits.mean()) * n_eff, n_eff, int(den.size)
+    k_eff, n_eff, _k, n = cell_counts(y[rows], predicted[rows], units[rows])[metric]
+    return k_eff, n_eff, n
 
 
 def count_check(
